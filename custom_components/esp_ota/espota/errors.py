@@ -1,0 +1,81 @@
+"""Typed errors of the espota library.
+
+Every error names what is wrong in its message; callers branch on the type.
+"""
+
+from __future__ import annotations
+
+
+class EspOtaError(Exception):
+    """Base of every error raised by espota."""
+
+
+# --- application images -------------------------------------------------------------
+
+
+class ImageError(EspOtaError):
+    """An ESP application image is malformed or is not an application image."""
+
+
+class ImageTooShortError(ImageError):
+    """Fewer bytes than needed (esp_https_ota reads 1024 bytes before anything else)."""
+
+
+class BadMagicError(ImageError):
+    """The first byte is not the image magic 0xE9."""
+
+
+class TooManySegmentsError(ImageError):
+    """The header declares more segments than the bootloader accepts (16)."""
+
+
+class SegmentOverrunError(ImageError):
+    """A segment's declared length runs past the end of the file."""
+
+
+class SegmentLengthError(ImageError):
+    """A segment's length is not a multiple of 4."""
+
+
+class ChecksumMismatchError(ImageError):
+    """The XOR checksum over the segment data does not match the stored byte."""
+
+
+class Sha256MismatchError(ImageError):
+    """The appended SHA-256 does not match the image bytes."""
+
+
+class NoAppDescriptorError(ImageError):
+    """No esp_app_desc_t (magic 0xABCD5432) at offset 32: a bootloader or RAM-only image."""
+
+
+# --- firmware feeds -----------------------------------------------------------------
+
+
+class FeedError(EspOtaError):
+    """A firmware feed could not be fetched, verified or understood."""
+
+
+class FeedFormatError(FeedError):
+    """The feed document is not valid: the message names the field and why."""
+
+
+class FeedSignatureError(FeedError):
+    """A signature is required and is missing, or does not verify."""
+
+
+class FeedConnectionError(FeedError):
+    """The feed server could not be reached, or the connection broke."""
+
+
+class FeedTimeoutError(FeedConnectionError):
+    """The feed server did not answer in time."""
+
+
+class FeedHttpError(FeedError):
+    """The feed server answered with an HTTP error status."""
+
+    def __init__(self, status: int, url: str) -> None:
+        super().__init__(f"feed server answered HTTP {status} for {url}")
+        self.status = status
+        self.url = url

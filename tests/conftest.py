@@ -1,0 +1,22 @@
+"""Fixtures shared by every test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Real ESP-IDF images live beside the repository in ../shared (never committed here).
+SHARED_ESP_IMAGES = REPO_ROOT.parent / "shared" / "testdata" / "esp-images"
+
+
+@pytest.fixture
+def esp_images_dir() -> Path:
+    """The folder of real ESP-IDF images; skips the test when it is absent."""
+    if not SHARED_ESP_IMAGES.is_dir():
+        pytest.skip(
+            f"real ESP-IDF test images not found at {SHARED_ESP_IMAGES} "
+            "(they come from ../shared/testdata, which only the project's own machines have)"
+        )
+    return SHARED_ESP_IMAGES
