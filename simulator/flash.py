@@ -13,7 +13,6 @@ by its content, so 200 devices holding the same firmware share one copy of every
 from __future__ import annotations
 
 import hashlib
-import itertools
 import weakref
 from typing import Final
 
@@ -62,9 +61,6 @@ def pooled_sector_count() -> int:
     return len(_SECTOR_POOL)
 
 
-_stamps = itertools.count(1)
-
-
 class Flash:
     """One SPI NOR flash chip: read, program (AND semantics), erase by sectors."""
 
@@ -74,8 +70,6 @@ class Flash:
         self.size = size
         # sector index -> content; absent means erased (all 0xFF).
         self._sectors: dict[int, SharedSector | bytearray] = {}
-        # sector index -> stamp of its last change, for "has this region changed" checks.
-        self._stamps: dict[int, int] = {}
         self.program_conflicts = 0  # bits a write wanted to set to 1 over a 0 (NOR cannot)
         self.sectors_erased = 0  # erase operations, counted in sectors
 
@@ -87,9 +81,6 @@ class Flash:
                 ESP_ERR_INVALID_SIZE,
                 f"flash access 0x{address:x}+{length} outside a {self.size}-byte chip",
             )
-
-    def _touch(self, sector: int) -> None:
-        self._stamps[sector] = next(_stamps)
 
     # --- the chip's operations -----------------------------------------------------------
 
@@ -139,7 +130,6 @@ class Flash:
                 self.program_conflicts += (new_bits & ~old_bits).bit_count()
                 buffer[offset : offset + take] = (old_bits & new_bits).to_bytes(take)
             self._sectors[sector] = buffer
-            self._touch(sector)
             position += take
             consumed += take
 
@@ -158,7 +148,6 @@ class Flash:
         count = length // SECTOR_SIZE
         for sector in range(first, first + count):
             self._sectors.pop(sector, None)
-            self._touch(sector)
         self.sectors_erased += count
         return count
 
@@ -182,11 +171,24 @@ class Flash:
         """Sectors that are not erased."""
         return len(self._sectors)
 
-    def region_stamp(self, address: int, length: int) -> int:
-        """A number that changes whenever any sector of the region is written or erased."""
+    def region_fingerprint(self, address: int, length: int) -> bytes:
+        """A digest of a sector-aligned region's content: equal content gives an equal
+        digest, at any address of any chip.
+
+        Cheap: it combines the pooled sectors' digests instead of hashing the bytes again.
+        """
+        self._check_range(address, length)
+        if address % SECTOR_SIZE or length % SECTOR_SIZE:
+            raise ValueError(f"region 0x{address:x}+{length} is not sector aligned")
+        self.freeze()
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(length.to_bytes(8, "little"))
         first = address // SECTOR_SIZE
         last = (address + length - 1) // SECTOR_SIZE
-        return max((self._stamps.get(s, 0) for s in range(first, last + 1)), default=0)
+        for sector in range(first, last + 1):
+            content = self._sectors.get(sector)
+            digest.update(content.digest if isinstance(content, SharedSector) else b"-")
+        return digest.digest()
 
     def snapshot(self) -> dict[int, SharedSector]:
         """Freeze, then return sector index -> shared content of every non-erased sector."""
@@ -198,6 +200,4 @@ class Flash:
         for sector in sectors:
             if not 0 <= sector < self.size // SECTOR_SIZE:
                 raise EspError(ESP_ERR_INVALID_SIZE, f"sector {sector} outside the chip")
-        for sector in set(self._sectors) | set(sectors):
-            self._touch(sector)
         self._sectors = dict(sectors)

@@ -119,16 +119,22 @@ def test_write_into_shared_sector_copies_it_first() -> None:
     assert second.read(10, 1) == b"\xf3"  # the other chip's copy is untouched
 
 
-def test_region_stamp_changes_on_write_and_erase_only_in_region() -> None:
-    flash = Flash(64 * 1024)
-    stamp = flash.region_stamp(0, 2 * SECTOR_SIZE)
-    flash.write(3 * SECTOR_SIZE, b"\x00")
-    assert flash.region_stamp(0, 2 * SECTOR_SIZE) == stamp
-    flash.write(SECTOR_SIZE, b"\x00")
-    written = flash.region_stamp(0, 2 * SECTOR_SIZE)
-    assert written != stamp
-    flash.erase_range(0, SECTOR_SIZE)
-    assert flash.region_stamp(0, 2 * SECTOR_SIZE) != written
+def test_region_fingerprint_follows_content_not_address() -> None:
+    first = Flash(64 * 1024)
+    second = Flash(64 * 1024)
+    first.write(0, b"firmware")
+    second.write(4 * SECTOR_SIZE, b"firmware")
+    assert first.region_fingerprint(0, 2 * SECTOR_SIZE) == second.region_fingerprint(
+        4 * SECTOR_SIZE, 2 * SECTOR_SIZE
+    )
+    before = first.region_fingerprint(0, 2 * SECTOR_SIZE)
+    first.write(SECTOR_SIZE, b"\x00")
+    assert first.region_fingerprint(0, 2 * SECTOR_SIZE) != before
+    assert first.region_fingerprint(0, 2 * SECTOR_SIZE) != first.region_fingerprint(
+        0, 3 * SECTOR_SIZE
+    )
+    with pytest.raises(ValueError, match="aligned"):
+        first.region_fingerprint(1, SECTOR_SIZE)
 
 
 def test_snapshot_and_restore() -> None:

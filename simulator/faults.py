@@ -1,0 +1,66 @@
+"""Faults a simulated device can be told to suffer.
+
+A FaultPlan is mutable on purpose: a test, the fleet runner or a demo changes it while the
+device runs. Transport faults act on what the device *receives* (after TLS, before
+esp_https_ota sees the bytes), so they work against any firmware server, Home Assistant's
+included. Offsets are offsets in the downloaded file, whatever Range request carries them.
+
+One-shot faults (drop, stall, power loss, crash on the next boot) disarm themselves when
+they fire; persistent faults (corruption, truncation, slow link, crash_versions, wrong
+certificate, never_come_back) stay until cleared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass(slots=True)
+class FaultPlan:
+    """What goes wrong on one device. Every field off (None/False/empty) means healthy."""
+
+    # Connection reset after the device received the file's bytes [.., drop_at_byte).
+    # One-shot: the retry with `Range: bytes=<written>-` then succeeds (ota_resumption).
+    drop_at_byte: int | None = None
+    # The byte at this file offset arrives XOR 0xFF, every time it is received.
+    corrupt_at_byte: int | None = None
+    # Every response body ends (clean close) at this file offset: "connection closed
+    # before complete data was received" (ESP_FAIL), on every attempt.
+    truncate_at_byte: int | None = None
+    # Before receiving the byte at this offset, nothing arrives for stall_seconds. One-shot.
+    stall_at_byte: int | None = None
+    stall_seconds: float = 0.0
+    # The link delivers at most this many bytes per second (None: no limit).
+    slow_link_bytes_per_s: float | None = None
+    # The device pins a certificate that is not the server's: every TLS handshake fails.
+    wrong_certificate: bool = False
+    # The device loses power once this many bytes of the new image have been written to
+    # flash; it reboots (ESP_RST_POWERON) into the old firmware. One-shot.
+    power_loss_at_byte: int | None = None
+    # The next newly booted image (otadata NEW -> PENDING_VERIFY) panics before it can be
+    # confirmed; the bootloader then rolls back. One-shot.
+    crash_on_next_boot: bool = False
+    # Every boot of an app with one of these versions panics (a bad release).
+    crash_versions: set[str] = field(default_factory=set)
+    # After its next reboot the device never comes back online.
+    never_come_back: bool = False
+
+    def clear(self) -> None:
+        """Make the device healthy again."""
+        healthy = FaultPlan()
+        for item in fields(self):
+            setattr(self, item.name, getattr(healthy, item.name))
+
+    @property
+    def any_transport_fault(self) -> bool:
+        """True when a fault acts on received bytes."""
+        return any(
+            value is not None
+            for value in (
+                self.drop_at_byte,
+                self.corrupt_at_byte,
+                self.truncate_at_byte,
+                self.stall_at_byte,
+                self.slow_link_bytes_per_s,
+            )
+        )
