@@ -247,7 +247,7 @@ class SimulatedDevice:
             self._next_event_id = int(self._nvs.get("next_event_id", 1))
         else:
             await self._flash_factory_image()
-        await self._boot_sequence(ESP_RST_POWERON)
+        await self._boot_sequence(ESP_RST_POWERON, first_power_on=True)
 
     async def _flash_factory_image(self) -> None:
         image = self.config.factory_image
@@ -302,8 +302,9 @@ class SimulatedDevice:
 
     # --- boot -----------------------------------------------------------------------------
 
-    async def _boot_sequence(self, reason: str) -> None:
-        """Bootloader, app start (or panic and again), then online."""
+    async def _boot_sequence(self, reason: str, *, first_power_on: bool = False) -> None:
+        """Bootloader, app start (or panic and again), then online (unless the
+        never_come_back fault holds it back after a reboot)."""
         self._dying = False
         panics = 0
         while True:
@@ -353,7 +354,7 @@ class SimulatedDevice:
             with contextlib.suppress(EspError):
                 self._ops.mark_app_valid_cancel_rollback()
         self._request_save()
-        if self.faults.never_come_back:
+        if self.faults.never_come_back and not first_power_on:
             _LOGGER.info("%s: booted but never comes back online (fault)", self.config.mac)
             return
         self._set_online(True)

@@ -474,11 +474,7 @@ class EspHttpClient:
         EspTransportError when the connection broke before anything was read."""
         out = bytearray()
         while len(out) < length:
-            if self.content_length >= 0:
-                remaining = self.content_length - self.received
-                if remaining <= 0:
-                    break
-            elif self._eof:
+            if self._eof or self.is_complete_data_received():
                 break
             want = length - len(out)
             if self.content_length >= 0:
@@ -710,7 +706,9 @@ class EspHttpsOta:
                 break
             buffer += data
         if len(buffer) < IMAGE_HEADER_SIZE:
-            raise EspTransportError(ESP_FAIL, "Complete headers were not received")
+            # A whole response shorter than the header is a short file, not a broken link.
+            error = EspError if client.is_complete_data_received() else EspTransportError
+            raise error(ESP_FAIL, "Complete headers were not received")
         return bytes(buffer)
 
     async def get_img_desc(self) -> AppDescriptor:

@@ -1,0 +1,127 @@
+"""Shared fixtures of the simulator tests: images, an HTTPS firmware server, devices."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from custom_components.esp_ota.espota import image as _image_module
+
+if not hasattr(_image_module, "parse_image"):  # pragma: no cover - until image.py lands
+    from . import _image_fallback
+
+    _image_module.parse_image = _image_fallback.parse_image  # type: ignore[attr-defined]
+    _image_module.read_app_descriptor = _image_fallback.read_app_descriptor  # type: ignore[attr-defined]
+    builder = types.ModuleType("custom_components.esp_ota.espota.image_builder")
+    builder.build_app_image = _image_fallback.build_app_image  # type: ignore[attr-defined]
+    sys.modules["custom_components.esp_ota.espota.image_builder"] = builder
+
+from custom_components.esp_ota.espota.image_builder import build_app_image
+
+from simulator.device import DeviceConfig, FactoryFirmware, SimulatedDevice
+from simulator.https_ota import OtaConfig
+from simulator.model import OtaEvent, OtaRequest
+
+from .firmware_server import FirmwareServer, start_firmware_server
+
+PROJECT = "esp-ota-demo"
+FACTORY_VERSION = "1.0.0"
+
+
+def make_image(
+    version: str, *, project: str = PROJECT, size: int = 48 * 1024, **kwargs: Any
+) -> bytes:
+    """A valid esp32 app image (the library's builder)."""
+    return build_app_image(
+        project=project, version=version, chip=kwargs.pop("chip", "esp32"), size=size, **kwargs
+    )
+
+
+def request_for(
+    server: FirmwareServer, path: str, data: bytes, version: str, **changes: Any
+) -> OtaRequest:
+    """Publish `data` on the server and describe it as an OTA request."""
+    url = server.add(path, data)
+    request = OtaRequest(
+        url=url,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        version=version,
+        cert_pem=server.cert_pem,
+    )
+    return replace(request, **changes)
+
+
+@pytest.fixture
+def factory_image() -> bytes:
+    """The image every test device starts with (project esp-ota-demo, version 1.0.0)."""
+    return make_image(FACTORY_VERSION)
+
+
+@pytest.fixture
+async def firmware_server(socket_enabled: None) -> AsyncIterator[FirmwareServer]:
+    """An HTTPS firmware server on 127.0.0.1 with a self-signed certificate."""
+    server = await start_firmware_server()
+    yield server
+    await server.close()
+
+
+DeviceFactory = Callable[..., Awaitable[SimulatedDevice]]
+
+
+@pytest.fixture
+async def make_device(factory_image: bytes) -> AsyncIterator[DeviceFactory]:
+    """Build, start and (at the end) close simulated devices.
+
+    Keyword arguments are DeviceConfig fields; `ota=` may be a dict of OtaConfig changes.
+    Defaults: unthrottled, instant reboots, short stall watchdog.
+    """
+    devices: list[SimulatedDevice] = []
+    counter = iter(range(1, 1_000_000))
+
+    async def factory(**kwargs: Any) -> SimulatedDevice:
+        ota = kwargs.pop("ota", {})
+        if isinstance(ota, dict):
+            ota = replace(OtaConfig(timeout_ms=500, stall_abort_ms=2000), **ota)
+        config = DeviceConfig(
+            mac=kwargs.pop("mac", f"24:0a:c4:00:00:{next(counter):02x}"),
+            factory_image=kwargs.pop("factory_image", factory_image),
+            reboot_time_s=kwargs.pop("reboot_time_s", 0.0),
+            ota=ota,
+            **kwargs,
+        )
+        device = SimulatedDevice(config)
+        devices.append(device)
+        await device.start()
+        return device
+
+    yield factory
+    for device in devices:
+        await device.close()
+
+
+def events_of(queue: Any) -> list[OtaEvent]:
+    """Everything queued so far."""
+    out: list[OtaEvent] = []
+    while not queue.empty():
+        out.append(queue.get_nowait())
+    return out
+
+
+__all__ = [
+    "FACTORY_VERSION",
+    "PROJECT",
+    "DeviceFactory",
+    "FactoryFirmware",
+    "Path",
+    "events_of",
+    "make_image",
+    "request_for",
+]

@@ -1,0 +1,260 @@
+"""A small HTTPS firmware file server for tests: what a device downloads from.
+
+Real TLS on 127.0.0.1 with a self-signed certificate (IP SAN 127.0.0.1), HEAD and single
+Range requests (206 + Content-Range, end clamped to the file, 416 past it), and switches for
+the server behaviours esp_https_ota must cope with: redirects (also to plain http), 401 with
+Basic auth, 403/404/304/500, HEAD refused, Range ignored (200), chunked bodies. Every request
+is logged so tests can assert the exact headers a device sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import ipaddress
+import re
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerCertificate:
+    """A certificate and its key, PEM encoded."""
+
+    cert_pem: str
+    key_pem: str
+
+    def server_context(self) -> ssl.SSLContext:
+        """An SSL context for a server presenting this certificate."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        with tempfile.TemporaryDirectory() as folder:
+            cert_file = Path(folder) / "cert.pem"
+            key_file = Path(folder) / "key.pem"
+            cert_file.write_text(self.cert_pem)
+            key_file.write_text(self.key_pem)
+            context.load_cert_chain(cert_file, key_file)
+        return context
+
+
+def make_certificate(common_name: str = "esp-ota test server") -> ServerCertificate:
+    """A self-signed certificate valid for 127.0.0.1 (IP SAN), as a LAN server would have."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return ServerCertificate(
+        cert_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedRequest:
+    """One request the server saw."""
+
+    method: str
+    path: str
+    range: str | None
+    authorization: str | None
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class ServerBehaviour:
+    """Switches: change them between or during requests."""
+
+    redirect_hops: int = 0  # answer this many redirects before serving
+    redirect_status: int = 302
+    redirect_to_http: bool = False  # the last redirect points at plain http://
+    redirect_location: str | None = None  # explicit Location (wins over the above)
+    basic_auth: tuple[str, str] | None = None  # require these credentials (401 otherwise)
+    auth_challenge: str | None = 'Basic realm="firmware"'  # WWW-Authenticate of the 401
+    status: int | None = None  # answer every GET with this status (403, 404, 304, 500 ...)
+    head_status: int | None = None  # answer HEAD with this status (e.g. 405)
+    support_range: bool = True  # False: Range is ignored, 200 with the whole file
+    chunked: bool = False  # send bodies without Content-Length
+    head_without_length: bool = False  # HEAD 200 without Content-Length
+    header_delay_s: float = 0.0  # wait this long before answering anything
+
+
+@dataclass(slots=True)
+class FirmwareServer:
+    """A running HTTPS firmware server."""
+
+    certificate: ServerCertificate
+    runner: web.AppRunner
+    port: int
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[LoggedRequest] = field(default_factory=list)
+    behaviour: ServerBehaviour = field(default_factory=ServerBehaviour)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def cert_pem(self) -> str:
+        """The certificate a device must pin."""
+        return self.certificate.cert_pem
+
+    @property
+    def base_url(self) -> str:
+        """https://127.0.0.1:<port>"""
+        return f"https://127.0.0.1:{self.port}"
+
+    def add(self, path: str, data: bytes) -> str:
+        """Serve `data` at `path`; returns its URL."""
+        self.files[path] = data
+        return f"{self.base_url}{path}"
+
+    def ranges(self, method: str = "GET") -> list[str | None]:
+        """The Range header of every request with this method, in order."""
+        return [r.range for r in self.requests if r.method == method]
+
+    async def close(self) -> None:
+        """Stop serving."""
+        self.closing.set()
+        await self.runner.cleanup()
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end inclusive) clamped to the file; None if unsatisfiable."""
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    start = int(match.group(1))
+    end = int(match.group(2)) if match.group(2) else size - 1
+    if start >= size or end < start:
+        return None
+    return start, min(end, size - 1)
+
+
+def _redirect(server: FirmwareServer, request: web.Request) -> web.Response | None:
+    behaviour = server.behaviour
+    hop = int(request.query.get("hop", "0"))
+    if hop >= behaviour.redirect_hops:
+        return None
+    if behaviour.redirect_location is not None:
+        location = behaviour.redirect_location
+    else:
+        last = hop + 1 == behaviour.redirect_hops
+        origin = f"http://127.0.0.1:{server.port}" if behaviour.redirect_to_http and last else ""
+        location = f"{origin}{request.path}?hop={hop + 1}"
+    return web.Response(status=behaviour.redirect_status, headers={"Location": location})
+
+
+def _refusal(server: FirmwareServer, request: web.Request) -> web.Response | None:
+    """401 without the right credentials, or a forced status."""
+    behaviour = server.behaviour
+    if behaviour.basic_auth is not None:
+        user, password = behaviour.basic_auth
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            challenge = behaviour.auth_challenge
+            return web.Response(
+                status=401, headers={"WWW-Authenticate": challenge} if challenge else {}
+            )
+    if request.method == "HEAD" and behaviour.head_status is not None:
+        return web.Response(status=behaviour.head_status)
+    if behaviour.status is not None:
+        return web.Response(status=behaviour.status, text=f"status {behaviour.status}")
+    if request.path not in server.files:
+        return web.Response(status=404, text="not found")
+    return None
+
+
+async def _serve_file(server: FirmwareServer, request: web.Request) -> web.StreamResponse:
+    behaviour = server.behaviour
+    data = server.files[request.path]
+    size = len(data)
+    status = 200
+    start, end = 0, size - 1
+    range_header = request.headers.get("Range")
+    headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
+    if range_header is not None and behaviour.support_range:
+        parsed = _parse_range(range_header, size)
+        if parsed is None:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        start, end = parsed
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    body = data[start : end + 1]
+    head = request.method == "HEAD"
+    if head and not behaviour.head_without_length:
+        headers["Content-Length"] = str(len(body))
+    response = web.StreamResponse(status=status, headers=headers)
+    if (head and behaviour.head_without_length) or (not head and behaviour.chunked):
+        response.enable_chunked_encoding()
+    elif not head:
+        response.content_length = len(body)
+    await response.prepare(request)
+    if not head:
+        view = memoryview(body)
+        for offset in range(0, len(view), 16384):
+            await response.write(view[offset : offset + 16384])
+        await response.write_eof()
+    return response
+
+
+async def start_firmware_server(certificate: ServerCertificate | None = None) -> FirmwareServer:
+    """Start a server on 127.0.0.1 (an ephemeral port)."""
+    certificate = certificate or make_certificate()
+    app = web.Application()
+    server_ref: list[FirmwareServer] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        server = server_ref[0]
+        server.requests.append(
+            LoggedRequest(
+                method=request.method,
+                path=request.path_qs,
+                range=request.headers.get("Range"),
+                authorization=request.headers.get("Authorization"),
+                headers=dict(request.headers),
+            )
+        )
+        if server.behaviour.header_delay_s:
+            # Interrupted by close(), so a test never leaves a sleeping handler behind.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.closing.wait(), server.behaviour.header_delay_s)
+        answer = _redirect(server, request) or _refusal(server, request)
+        if answer is not None:
+            return answer
+        return await _serve_file(server, request)
+
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=certificate.server_context())
+    await site.start()
+    port = runner.addresses[0][1]
+    server = FirmwareServer(certificate=certificate, runner=runner, port=port)
+    server_ref.append(server)
+    return server
