@@ -44,7 +44,7 @@ def verify_partition_image(flash: Flash, partition: Partition) -> ImageInfo:
         except ImageError as err:
             cached = (type(err), str(err))
         _verified[key] = cached
-        if len(_verified) > _CACHE_SIZE:
+        while len(_verified) > _CACHE_SIZE:
             _verified.popitem(last=False)
     else:
         _verified.move_to_end(key)

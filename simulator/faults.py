@@ -50,17 +50,3 @@ class FaultPlan:
         healthy = FaultPlan()
         for item in fields(self):
             setattr(self, item.name, getattr(healthy, item.name))
-
-    @property
-    def any_transport_fault(self) -> bool:
-        """True when a fault acts on received bytes."""
-        return any(
-            value is not None
-            for value in (
-                self.drop_at_byte,
-                self.corrupt_at_byte,
-                self.truncate_at_byte,
-                self.stall_at_byte,
-                self.slow_link_bytes_per_s,
-            )
-        )

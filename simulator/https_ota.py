@@ -748,10 +748,7 @@ class EspHttpsOta:
                 f"no data for {client.stalled_for():.1f} s: the firmware gives up",
             )
 
-    async def _ota_write(self, data: bytes) -> None:
-        handle = self.update_handle
-        if handle is None:
-            raise EspError(ESP_ERR_INVALID_STATE, "no OTA handle")
+    async def _ota_write(self, handle: OtaHandle, data: bytes) -> None:
         try:
             await self.ops.write(handle, data)
             self.binary_file_len += len(data)
@@ -766,7 +763,7 @@ class EspHttpsOta:
 
     async def _perform_begin(self, staging: Partition) -> None:
         """The first perform: esp_ota_begin, chip checks on the header, first write."""
-        self.update_handle = await self.ops.begin(staging, self._erase_size())
+        handle = self.update_handle = await self.ops.begin(staging, self._erase_size())
         self.state = _State.IN_PROGRESS
         data = self.buffer if self.binary_file_len else await self._read_header()
         self.binary_file_len = 0
@@ -782,7 +779,7 @@ class EspHttpsOta:
         )
         if problem is not None:
             raise EspError(ESP_ERR_INVALID_VERSION, problem)
-        await self._ota_write(data)
+        await self._ota_write(handle, data)
 
     async def _request_next_range(self) -> None:
         """Partial download: ask for the next chunk (the last one open-ended)."""
@@ -803,10 +800,10 @@ class EspHttpsOta:
     async def perform(self) -> bool:
         """esp_https_ota_perform: True while in progress (ESP_ERR_HTTPS_OTA_IN_PROGRESS),
         False when done (ESP_OK); raises EspError for anything else."""
-        client = self._client
         staging = self.staging
-        if staging is None:
+        if self.state is _State.INIT or staging is None:
             raise EspError(ESP_FAIL, "esp_https_ota_perform: Invalid state")
+        client = self._client
         if self.state is _State.BEGIN:
             await self._perform_begin(staging)
             return True
@@ -815,7 +812,8 @@ class EspHttpsOta:
                 staging, self._erase_size(), self.binary_file_len
             )
             self.state = _State.IN_PROGRESS
-        if self.state is not _State.IN_PROGRESS:
+        handle = self.update_handle
+        if self.state is not _State.IN_PROGRESS or handle is None:
             raise EspError(ESP_FAIL, "Invalid ESP HTTPS OTA State")
         try:
             data = await client.read(max(self.config.buffer_size, IMAGE_HEADER_SIZE))
@@ -823,7 +821,7 @@ class EspHttpsOta:
             self._check_stall()
             return True
         if data:
-            await self._ota_write(data)
+            await self._ota_write(handle, data)
             return True
         if not client.is_complete_data_received():
             raise EspTransportError(

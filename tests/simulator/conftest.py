@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 import types
@@ -105,6 +106,13 @@ async def make_device(factory_image: bytes) -> AsyncIterator[DeviceFactory]:
     yield factory
     for device in devices:
         await device.close()
+
+
+async def wait_until(condition: Callable[[], bool], within_s: float = 10) -> None:
+    """Poll `condition` until it holds (device state has no event for every detail)."""
+    async with asyncio.timeout(within_s):
+        while not condition():  # noqa: ASYNC110 - polling plain attributes is the point
+            await asyncio.sleep(0.005)
 
 
 def events_of(queue: Any) -> list[OtaEvent]:

@@ -48,8 +48,11 @@ class ServerCertificate:
         return context
 
 
-def make_certificate(common_name: str = "esp-ota test server") -> ServerCertificate:
-    """A self-signed certificate valid for 127.0.0.1 (IP SAN), as a LAN server would have."""
+def make_certificate(
+    common_name: str = "esp-ota test server", *, ca: bool = True
+) -> ServerCertificate:
+    """A self-signed certificate valid for 127.0.0.1 (IP SAN), as a LAN server would have
+    (`ca=False`: a plain leaf, as some tools make them)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -65,7 +68,7 @@ def make_certificate(common_name: str = "esp-ota test server") -> ServerCertific
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     return ServerCertificate(
@@ -105,6 +108,10 @@ class ServerBehaviour:
     chunked: bool = False  # send bodies without Content-Length
     head_without_length: bool = False  # HEAD 200 without Content-Length
     header_delay_s: float = 0.0  # wait this long before answering anything
+    drop_before_headers: bool = False  # close the connection instead of answering
+    cut_body_at: int | None = None  # once: close the connection at this file offset
+    refuse_ranges: set[str] = field(default_factory=set)  # 416 for these Range headers
+    fail_after_requests: int | None = None  # 500 for every request after this many
 
 
 @dataclass(slots=True)
@@ -173,6 +180,10 @@ def _redirect(server: FirmwareServer, request: web.Request) -> web.Response | No
 def _refusal(server: FirmwareServer, request: web.Request) -> web.Response | None:
     """401 without the right credentials, or a forced status."""
     behaviour = server.behaviour
+    if behaviour.fail_after_requests is not None and (
+        len(server.requests) > behaviour.fail_after_requests
+    ):
+        return web.Response(status=500, text="too many requests")
     if behaviour.basic_auth is not None:
         user, password = behaviour.basic_auth
         expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -200,6 +211,8 @@ async def _serve_file(server: FirmwareServer, request: web.Request) -> web.Strea
     headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
     if range_header is not None and behaviour.support_range:
         parsed = _parse_range(range_header, size)
+        if range_header in behaviour.refuse_ranges:
+            parsed = None
         if parsed is None:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
         start, end = parsed
@@ -217,8 +230,14 @@ async def _serve_file(server: FirmwareServer, request: web.Request) -> web.Strea
     await response.prepare(request)
     if not head:
         view = memoryview(body)
+        if behaviour.cut_body_at is not None:
+            view = view[: max(0, behaviour.cut_body_at - start)]
         for offset in range(0, len(view), 16384):
             await response.write(view[offset : offset + 16384])
+        if len(view) < len(body) and request.transport is not None:
+            behaviour.cut_body_at = None  # one-shot
+            request.transport.close()  # the server dies mid-body
+            return response
         await response.write_eof()
     return response
 
@@ -244,6 +263,9 @@ async def start_firmware_server(certificate: ServerCertificate | None = None) ->
             # Interrupted by close(), so a test never leaves a sleeping handler behind.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.closing.wait(), server.behaviour.header_delay_s)
+        if server.behaviour.drop_before_headers and request.transport is not None:
+            request.transport.close()
+            return web.Response(status=500)
         answer = _redirect(server, request) or _refusal(server, request)
         if answer is not None:
             return answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from simulator import app_image
 from simulator.esp_err import (
     ESP_ERR_INVALID_ARG,
     ESP_ERR_INVALID_SIZE,
@@ -29,7 +30,14 @@ from simulator.ota_ops import (
 )
 from simulator.otadata import ERASED_ENTRY, OtaImgState, OtaSelectEntry
 from simulator.pace import Pace, Timing
-from simulator.partitions import ADVANCED_HTTPS_OTA_TABLE
+from simulator.partitions import (
+    ADVANCED_HTTPS_OTA_TABLE,
+    AppSubtype,
+    DataSubtype,
+    Partition,
+    PartitionTable,
+    PartitionType,
+)
 
 from .conftest import make_image
 
@@ -349,3 +357,58 @@ async def test_power_loss_programs_part_of_the_chunk_then_raises() -> None:
     assert armed_power_loss(ops) is None  # one-shot
     assert ops.flash.read(OTA_1.offset, 6000) == image[:6000]
     assert ops.flash.read(OTA_1.offset + 6000, 10) == b"\xff" * 10
+
+
+async def test_mark_valid_without_anti_rollback_leaves_the_efuse() -> None:
+    ops = make_ops(running_state=OtaImgState.PENDING_VERIFY, anti_rollback=False)
+    ops.mark_app_valid_cancel_rollback()
+    assert ops.state_of(OTA_0) is OtaImgState.VALID
+    assert ops.efuse.secure_version == 1
+
+
+async def test_invalidate_skips_an_entry_of_the_running_slot() -> None:
+    ops = make_ops()
+    ops.otadata.write_entry(1, OtaSelectEntry.make(3, OtaImgState.VALID))  # also ota_0
+    assert not ops.invalidate_inactive_ota_data_slot()
+    assert ops.otadata.read()[0].seq == 1
+
+
+async def test_a_table_without_ota_slots() -> None:
+    factory = Partition("factory", PartitionType.APP, AppSubtype.FACTORY, 0x10000, 0x40000)
+    table = PartitionTable(
+        (Partition("otadata", PartitionType.DATA, DataSubtype.OTA, 0xD000, 0x2000), factory)
+    )
+    ops = OtaOps(
+        flash=Flash(),
+        table=table,
+        efuse=EFuse(),
+        chip_id=0,
+        chip_revision=301,
+        timing=Timing(Pace.UNTHROTTLED),
+        running=factory,
+    )
+    assert ops.app_count == 0
+    assert not ops.check_rollback_is_possible()
+    assert not ops.invalidate_inactive_ota_data_slot()
+    assert ops.last_invalid_partition() is None
+    with pytest.raises(EspError) as caught:
+        ops.mark_app_valid_cancel_rollback()
+    assert caught.value.name == ESP_FAIL
+
+
+def test_sixteen_ota_slots() -> None:
+    slots = tuple(
+        Partition(f"ota_{i}", PartitionType.APP, AppSubtype.OTA_0 + i, 0x10000 * (i + 1), 0x10000)
+        for i in range(16)
+    )
+    assert len(PartitionTable(slots).ota_apps) == 16
+
+
+async def test_verification_cache_evicts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_image, "_CACHE_SIZE", 1)
+    ops = make_ops(running_image=make_image("9.9.1"))
+    ops.flash.write(OTA_1.offset, make_image("9.9.2"))
+    for _ in range(2):
+        assert app_image.verify_partition_image(ops.flash, OTA_0).app.version == "9.9.1"
+        assert app_image.verify_partition_image(ops.flash, OTA_1).app.version == "9.9.2"
+    assert len(app_image._verified) == 1
