@@ -342,3 +342,12 @@ def test_chip_revision_bounds() -> None:
         open_ended = parse_image(build_app_image(max_chip_rev_full=unset)).header
         assert open_ended.supports_chip_revision(9999)
         assert open_ended.chip_revision_range == "v0.0 - any"
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 65536, 70000])
+def test_streaming_large_image_in_network_sized_chunks(chunk_size: int) -> None:
+    """Segment data much larger than the XOR batch, in chunks below, at and above it."""
+    image = build_app_image(size=512 * 1024, seed=21)
+    assert stream(image, [chunk_size]) == parse_image(image)
+    with pytest.raises(ChecksumMismatchError):
+        stream(corrupt_byte(image, 300_000), [chunk_size])
