@@ -101,7 +101,7 @@ class FactoryFirmware:
     version: str = "1.0.0"
     secure_version: int = 0
     size: int = 256 * 1024
-    idf_ver: str = "v5.4.1"
+    idf_ver: str = "v5.5.1"
     min_chip_rev_full: int = 0
     max_chip_rev_full: int = 0xFFFF
 

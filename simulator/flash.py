@@ -70,6 +70,7 @@ class Flash:
         self.size = size
         # sector index -> content; absent means erased (all 0xFF).
         self._sectors: dict[int, SharedSector | bytearray] = {}
+        self._dirty: set[int] = set()  # sectors held as private bytearrays
         self.program_conflicts = 0  # bits a write wanted to set to 1 over a 0 (NOR cannot)
         self.sectors_erased = 0  # erase operations, counted in sectors
 
@@ -130,6 +131,7 @@ class Flash:
                 self.program_conflicts += (new_bits & ~old_bits).bit_count()
                 buffer[offset : offset + take] = (old_bits & new_bits).to_bytes(take)
             self._sectors[sector] = buffer
+            self._dirty.add(sector)
             position += take
             consumed += take
 
@@ -148,24 +150,38 @@ class Flash:
         count = length // SECTOR_SIZE
         for sector in range(first, first + count):
             self._sectors.pop(sector, None)
+            self._dirty.discard(sector)
         self.sectors_erased += count
         return count
 
     # --- memory management and snapshots -------------------------------------------------
 
+    def _freeze_sector(self, sector: int) -> None:
+        content = self._sectors.get(sector)
+        self._dirty.discard(sector)
+        if isinstance(content, bytearray):
+            if content.count(ERASED_BYTE) == SECTOR_SIZE:
+                del self._sectors[sector]
+            else:
+                self._sectors[sector] = intern_sector(content)
+
     def freeze(self) -> None:
         """Move sectors written since the last freeze into the shared pool (or drop them
         if they read all 0xFF): call when a burst of writes is over."""
-        for sector, content in list(self._sectors.items()):
-            if isinstance(content, bytearray):
-                if content.count(ERASED_BYTE) == SECTOR_SIZE:
-                    del self._sectors[sector]
-                else:
-                    self._sectors[sector] = intern_sector(content)
+        for sector in list(self._dirty):
+            self._freeze_sector(sector)
+        self._dirty = set()  # a drained set keeps its grown table: start a fresh one
+
+    def freeze_below(self, address: int) -> None:
+        """Freeze the written sectors that end at or before `address` (a sequential writer
+        calls this as it goes, so a device never holds more than a sector privately)."""
+        limit = address // SECTOR_SIZE
+        for sector in [s for s in self._dirty if s < limit]:
+            self._freeze_sector(sector)
 
     def private_bytes(self) -> int:
         """Bytes this chip holds on its own (sectors written and not frozen yet)."""
-        return sum(len(c) for c in self._sectors.values() if isinstance(c, bytearray))
+        return len(self._dirty) * SECTOR_SIZE
 
     def stored_sector_count(self) -> int:
         """Sectors that are not erased."""
@@ -201,3 +217,4 @@ class Flash:
             if not 0 <= sector < self.size // SECTOR_SIZE:
                 raise EspError(ESP_ERR_INVALID_SIZE, f"sector {sector} outside the chip")
         self._sectors = dict(sectors)
+        self._dirty.clear()

@@ -94,8 +94,10 @@ class OtaConfig:
     """esp_https_ota_config_t / esp_http_client_config_t as the firmware sets them, plus the
     firmware task's own limits (the last three)."""
 
-    partial_http_download: bool = True
+    # esp_https_ota's and advanced_https_ota's default: one GET for the whole image.
+    partial_http_download: bool = False
     max_http_request_size: int = DEFAULT_REQUEST_SIZE
+    # The firmware resumes a broken download (advanced_https_ota's option, on here).
     ota_resumption: bool = True
     timeout_ms: int = 5000  # esp_http_client DEFAULT_TIMEOUT_MS
     bulk_flash_erase: bool = False
@@ -753,7 +755,11 @@ class EspHttpsOta:
             await self.ops.write(handle, data)
             self.binary_file_len += len(data)
         finally:
-            self._emit(OtaEventType.WRITE_FLASH, bytes_written=self.binary_file_len)
+            self._emit(
+                OtaEventType.WRITE_FLASH,
+                bytes_written=self.binary_file_len,
+                image_size=self.image_size_total,
+            )
             self.listener.on_progress(self.binary_file_len, self.image_size_total)
 
     def _erase_size(self) -> int:

@@ -283,6 +283,7 @@ class OtaOps:
             raise PowerLossError(f"power lost while writing byte {cut} of the new image")
         await self._program(partition, handle.wrote_size, data)
         handle.wrote_size += len(data)
+        self.flash.freeze_below(partition.offset + handle.wrote_size)
 
     def abort(self, handle: OtaHandle) -> None:
         """esp_ota_abort: forget the session (what was written stays in flash)."""

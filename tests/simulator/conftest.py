@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sys
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from custom_components.esp_ota.espota import image as _image_module
-
-if not hasattr(_image_module, "parse_image"):  # pragma: no cover - until image.py lands
-    from . import _image_fallback
-
-    _image_module.parse_image = _image_fallback.parse_image  # type: ignore[attr-defined]
-    _image_module.read_app_descriptor = _image_fallback.read_app_descriptor  # type: ignore[attr-defined]
-    builder = types.ModuleType("custom_components.esp_ota.espota.image_builder")
-    builder.build_app_image = _image_fallback.build_app_image  # type: ignore[attr-defined]
-    sys.modules["custom_components.esp_ota.espota.image_builder"] = builder
-
 from custom_components.esp_ota.espota.image_builder import build_app_image
-
-from simulator.device import DeviceConfig, FactoryFirmware, SimulatedDevice
+from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.https_ota import OtaConfig
 from simulator.model import OtaEvent, OtaRequest
 
@@ -39,10 +24,10 @@ FACTORY_VERSION = "1.0.0"
 def make_image(
     version: str, *, project: str = PROJECT, size: int = 48 * 1024, **kwargs: Any
 ) -> bytes:
-    """A valid esp32 app image (the library's builder)."""
-    return build_app_image(
-        project=project, version=version, chip=kwargs.pop("chip", "esp32"), size=size, **kwargs
-    )
+    """A valid app image (the library's builder; esp32 and ESP-IDF v5.5.1 by default)."""
+    kwargs.setdefault("chip", "esp32")
+    kwargs.setdefault("idf_ver", "v5.5.1")
+    return build_app_image(project=project, version=version, size=size, **kwargs)
 
 
 def request_for(
@@ -121,15 +106,3 @@ def events_of(queue: Any) -> list[OtaEvent]:
     while not queue.empty():
         out.append(queue.get_nowait())
     return out
-
-
-__all__ = [
-    "FACTORY_VERSION",
-    "PROJECT",
-    "DeviceFactory",
-    "FactoryFirmware",
-    "Path",
-    "events_of",
-    "make_image",
-    "request_for",
-]

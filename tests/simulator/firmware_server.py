@@ -218,7 +218,7 @@ async def _serve_file(server: FirmwareServer, request: web.Request) -> web.Strea
         start, end = parsed
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    body = data[start : end + 1]
+    body = memoryview(data)[start : end + 1]  # no copy: a fleet downloads at once
     head = request.method == "HEAD"
     if head and not behaviour.head_without_length:
         headers["Content-Length"] = str(len(body))
@@ -229,7 +229,7 @@ async def _serve_file(server: FirmwareServer, request: web.Request) -> web.Strea
         response.content_length = len(body)
     await response.prepare(request)
     if not head:
-        view = memoryview(body)
+        view = body
         if behaviour.cut_body_at is not None:
             view = view[: max(0, behaviour.cut_body_at - start)]
         for offset in range(0, len(view), 16384):

@@ -188,3 +188,14 @@ def test_partition_table_validation() -> None:
     assert table.factory == factory
     with pytest.raises(KeyError):
         _ = table.otadata
+
+
+def test_freeze_below_keeps_only_the_sector_being_written() -> None:
+    flash = Flash(64 * 1024)
+    flash.write(0, b"\x01" * (2 * SECTOR_SIZE + 10))
+    assert flash.private_bytes() == 3 * SECTOR_SIZE
+    flash.freeze_below(2 * SECTOR_SIZE + 10)
+    assert flash.private_bytes() == SECTOR_SIZE  # sector 2 is still being written
+    assert flash.read(0, 2 * SECTOR_SIZE + 10) == b"\x01" * (2 * SECTOR_SIZE + 10)
+    flash.erase_range(2 * SECTOR_SIZE, SECTOR_SIZE)
+    assert flash.private_bytes() == 0

@@ -36,6 +36,8 @@ from .conftest import DeviceFactory, events_of, make_image, request_for
 from .firmware_server import FirmwareServer, make_certificate
 
 E = OtaEventType
+# esp_https_ota's partial_http_download (off by default, as in ESP-IDF).
+PARTIAL: dict[str, Any] = {"partial_http_download": True}
 
 
 async def run_ota(device: SimulatedDevice, request: OtaRequest) -> tuple[OtaStatus, list[OtaEvent]]:
@@ -96,7 +98,7 @@ def assert_failed(
 async def test_partial_download_updates_and_reboots_into_pending_verify(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     request = request_for(firmware_server, "/fw.bin", image, "1.1.0", headers={"X-Token": "t0k"})
     status, events = await run_ota(device, request)
@@ -117,6 +119,7 @@ async def test_partial_download_updates_and_reboots_into_pending_verify(
     assert written == sorted(written)
     assert written[0] == 1024  # the header esp_https_ota read first
     assert written[-1] == len(image)
+    assert {e.image_size for e in events if e.type is E.WRITE_FLASH} == {len(image)}
     connected = next(e for e in events if e.type is E.CONNECTED)
     assert connected.image_size == len(image)
     description = next(e for e in events if e.type is E.GET_IMG_DESC)
@@ -138,7 +141,7 @@ async def test_partial_download_updates_and_reboots_into_pending_verify(
 async def test_image_smaller_than_one_chunk_is_fetched_without_range(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=40_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/s.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -151,7 +154,7 @@ async def test_image_smaller_than_one_chunk_is_fetched_without_range(
 async def test_chunk_size_and_buffer_size_are_configurable(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(ota={"max_http_request_size": 16384, "buffer_size": 512})
+    device = await make_device(ota={**PARTIAL, "max_http_request_size": 16384, "buffer_size": 512})
     image = make_image("1.1.0", size=40_000)
     status, events = await run_ota(device, request_for(firmware_server, "/c.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -164,7 +167,7 @@ async def test_chunk_size_and_buffer_size_are_configurable(
 async def test_bulk_flash_erase(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(ota={"bulk_flash_erase": True})
+    device = await make_device(ota={**PARTIAL, "bulk_flash_erase": True})
     image = make_image("1.1.0", size=100_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/b.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -209,7 +212,7 @@ async def test_partial_download_from_a_server_without_range_support(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.support_range = False
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/nr.bin", image, "1.1.0"))
     # The first chunk request gets the whole file with 200, which completes the image.
@@ -221,7 +224,7 @@ async def test_head_refused_falls_back_to_range_0_0(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.head_status = 405
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=100_000)
     status, events = await run_ota(device, request_for(firmware_server, "/h.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -239,7 +242,7 @@ async def test_head_refused_and_range_ignored_uses_content_length(
 ) -> None:
     firmware_server.behaviour.head_status = 501
     firmware_server.behaviour.support_range = False
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=50_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/h2.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -249,7 +252,7 @@ async def test_head_without_length_fails(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.head_without_length = True
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0")
     status, events = await run_ota(device, request_for(firmware_server, "/l.bin", image, "1.1.0"))
     assert_failed(device, status, events, ESP_FAIL)
@@ -286,7 +289,7 @@ async def test_redirects_are_followed(
 ) -> None:
     firmware_server.behaviour.redirect_hops = 2
     firmware_server.behaviour.redirect_status = code
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=100_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/r.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -438,7 +441,7 @@ async def test_http_error_statuses(
 async def test_missing_file_is_file_not_found(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     request = request_for(firmware_server, "/there.bin", make_image("1.1.0"), "1.1.0")
     request = replace(request, url=f"{firmware_server.base_url}/missing.bin")
     status, events = await run_ota(device, request)

@@ -33,7 +33,7 @@ from simulator.partitions import ADVANCED_HTTPS_OTA_TABLE
 
 from .conftest import DeviceFactory, make_image, request_for
 from .firmware_server import FirmwareServer
-from .test_https_ota import assert_failed, run_ota, types_of
+from .test_https_ota import PARTIAL, assert_failed, run_ota, types_of
 
 E = OtaEventType
 OTA_0, OTA_1 = ADVANCED_HTTPS_OTA_TABLE.ota_apps
@@ -79,7 +79,7 @@ def make_ops() -> OtaOps:
 def session_for(ops: OtaOps, request: OtaRequest, recorder: Recorder, **config: Any) -> EspHttpsOta:
     return EspHttpsOta(
         ota_ops=ops,
-        config=OtaConfig(timeout_ms=500, **config),
+        config=OtaConfig(**{"timeout_ms": 500, "partial_http_download": True, **config}),
         request=request,
         timing=Timing(Pace.UNTHROTTLED),
         faults=FaultPlan(),
@@ -213,7 +213,7 @@ async def test_server_dying_mid_body_is_resumed(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.cut_body_at = 90_000
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     status, events = await run_ota(device, request_for(firmware_server, "/f.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -239,7 +239,7 @@ async def test_resumption_refused_with_416_restarts_from_zero(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.refuse_ranges = {"bytes=99328-150000"}
-    device = await make_device(faults=FaultPlan(drop_at_byte=100_000))
+    device = await make_device(faults=FaultPlan(drop_at_byte=100_000), ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/f.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -257,7 +257,7 @@ async def test_next_chunk_request_failing_is_a_transport_error(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.fail_after_requests = 2  # HEAD and the first chunk
-    device = await make_device()
+    device = await make_device(ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     status, events = await run_ota(device, request_for(firmware_server, "/f.bin", image, "1.1.0"))
     assert_failed(device, status, events, ESP_FAIL)

@@ -18,7 +18,7 @@ from simulator.otadata import OtaImgState
 
 from .conftest import DeviceFactory, make_image, request_for
 from .firmware_server import FirmwareServer
-from .test_https_ota import SUCCESS_EVENTS, assert_failed, run_ota, types_of
+from .test_https_ota import PARTIAL, SUCCESS_EVENTS, assert_failed, run_ota, types_of
 
 E = OtaEventType
 
@@ -26,7 +26,7 @@ E = OtaEventType
 async def test_dropped_connection_is_resumed_with_a_range_request(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(faults=FaultPlan(drop_at_byte=100_000))
+    device = await make_device(faults=FaultPlan(drop_at_byte=100_000), ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     status, events = await run_ota(device, request_for(firmware_server, "/d.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -60,7 +60,7 @@ async def test_dropped_connection_is_resumed_with_a_range_request(
 async def test_resumption_across_several_chunks(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(faults=FaultPlan(drop_at_byte=20_000))
+    device = await make_device(faults=FaultPlan(drop_at_byte=20_000), ota=PARTIAL)
     image = make_image("1.1.0", size=150_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/d.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -70,7 +70,7 @@ async def test_resumption_across_several_chunks(
 async def test_drop_before_1_kib_restarts_from_zero(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(faults=FaultPlan(drop_at_byte=500))
+    device = await make_device(faults=FaultPlan(drop_at_byte=500), ota=PARTIAL)
     image = make_image("1.1.0", size=40_000)
     status, _ = await run_ota(device, request_for(firmware_server, "/d.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
@@ -103,7 +103,7 @@ async def test_resuming_against_a_server_without_range_support_fails(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.support_range = False
-    device = await make_device(faults=FaultPlan(drop_at_byte=30_000))
+    device = await make_device(faults=FaultPlan(drop_at_byte=30_000), ota=PARTIAL)
     image = make_image("1.1.0", size=40_000)
     status, events = await run_ota(device, request_for(firmware_server, "/d.bin", image, "1.1.0"))
     # The ranged request of the resumed attempt gets the whole file with 200; written at
@@ -115,7 +115,7 @@ async def test_resuming_against_a_server_without_range_support_fails(
 async def test_corrupted_byte_fails_verification(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(faults=FaultPlan(corrupt_at_byte=70_000))
+    device = await make_device(faults=FaultPlan(corrupt_at_byte=70_000), ota=PARTIAL)
     image = make_image("1.1.0", size=100_000)
     status, events = await run_ota(device, request_for(firmware_server, "/c.bin", image, "1.1.0"))
     assert_failed(device, status, events, ESP_ERR_OTA_VALIDATE_FAILED)
@@ -136,7 +136,7 @@ async def test_corrupted_chip_id_is_caught_before_writing(
 async def test_truncated_responses_fail_after_the_resume_attempts(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(faults=FaultPlan(truncate_at_byte=30_000))
+    device = await make_device(faults=FaultPlan(truncate_at_byte=30_000), ota=PARTIAL)
     image = make_image("1.1.0", size=40_000)
     status, events = await run_ota(device, request_for(firmware_server, "/t.bin", image, "1.1.0"))
     assert_failed(device, status, events, ESP_FAIL)
