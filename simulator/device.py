@@ -211,6 +211,7 @@ class SimulatedDevice:
         self._running_app: AppDescriptor | None = None
         self._online = False
         self._started = False
+        self._flash_ready = False  # restored or flashed: worth saving from now on
         self._closed = False
         self._booted_at = time.monotonic()
         self.reset_reason = ESP_RST_POWERON
@@ -247,6 +248,7 @@ class SimulatedDevice:
             self._next_event_id = int(self._nvs.get("next_event_id", 1))
         else:
             await self._flash_factory_image()
+        self._flash_ready = True
         await self._boot_sequence(ESP_RST_POWERON, first_power_on=True)
 
     async def _flash_factory_image(self) -> None:
@@ -668,7 +670,7 @@ class SimulatedDevice:
                 return
 
     async def _save_now(self) -> None:
-        if self._store is None:
+        if self._store is None or not self._flash_ready:
             return
         self._nvs["next_event_id"] = self._next_event_id
         state = DeviceState(

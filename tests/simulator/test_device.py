@@ -88,12 +88,13 @@ async def test_device_built_from_factory_parameters(make_device: DeviceFactory) 
     assert device.efuse.secure_version_bits == 16
 
 
-async def test_factory_image_too_big(factory_image: bytes) -> None:
+async def test_factory_image_too_big(factory_image: bytes, tmp_path: Path) -> None:
     too_big = factory_image + b"\x00" * (1700 * 1024)
-    device = SimulatedDevice(DeviceConfig(mac="aa", factory_image=too_big))
+    device = SimulatedDevice(DeviceConfig(mac="aa", factory_image=too_big, state_dir=tmp_path))
     with pytest.raises(ValueError, match="does not fit"):
         await device.start()
     await device.close()
+    assert not (tmp_path / "devices").exists()  # nothing half-made was saved
 
 
 async def test_unbootable_flash_leaves_the_device_offline() -> None:

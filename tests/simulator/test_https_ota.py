@@ -367,11 +367,12 @@ async def test_redirect_to_credentials_uses_them(
     assert status.state is OtaState.SUCCEEDED
 
 
+@pytest.mark.parametrize("partial", [True, False])
 async def test_basic_auth_after_401_with_url_credentials(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
+    partial: bool, make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
     firmware_server.behaviour.basic_auth = ("ota", "p4ss")
-    device = await make_device()
+    device = await make_device(ota={"partial_http_download": partial})
     image = make_image("1.1.0", size=100_000)
     request = request_for(firmware_server, "/a.bin", image, "1.1.0")
     request = replace(request, url=request.url.replace("https://", "https://ota:p4ss@"))
