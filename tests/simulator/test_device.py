@@ -481,3 +481,33 @@ async def test_confirm_refused(make_device: DeviceFactory, firmware_server: Firm
         device.confirm()
     assert caught.value.error == ESP_ERR_INVALID_ARG
     assert "Max secure version is 32" in caught.value.message
+
+
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes (sync helper for async tests)."""
+    return path.read_bytes()
+
+
+async def test_real_esp_idf_images(
+    make_device: DeviceFactory, firmware_server: FirmwareServer, esp_images_dir: Path
+) -> None:
+    # A real ESP-IDF v3.3 app (with a Secure Boot v1 signature block after it) as factory
+    # firmware: the bootloader model loads it.
+    hello = await make_device(factory_image=read_bytes(esp_images_dir / "hello-world-signed.bin"))
+    info = hello.info()
+    assert (info.project, info.version) == ("hello-world", "v3.3-beta3-21-g0706bd0d1-dirty")
+    # A real ESP-IDF v5.0 app for the ESP32-S2, pulled over HTTPS by an S2 running "blink".
+    blink = read_bytes(esp_images_dir / "esp_idf_blink_esp32s2.bin")
+    device = await make_device(
+        chip="esp32s2",
+        chip_revision=0,
+        factory_image=make_image("0.9.0", project="blink", chip="esp32s2", max_chip_rev_full=0),
+    )
+    version = "qa-test-v5.0-20220830-4-g4532e6"
+    status, _ = await run_ota(device, request_for(firmware_server, "/blink.bin", blink, version))
+    assert status.state is OtaState.SUCCEEDED
+    info = device.info()
+    assert (info.project, info.version, info.chip) == ("blink", version, "esp32s2")
+    assert info.idf_ver == "v5.0-beta1-427-g4532e6e0b2-dirt"
+    device.confirm()
+    assert device.info().image_state is ImageState.VALID
