@@ -40,7 +40,7 @@ from .esp_err import (
 )
 from .faults import FaultPlan
 from .flash import DEFAULT_FLASH_SIZE, Flash
-from .https_ota import EspHttpsOta, OtaConfig, RunningApp, pinned_ssl_context, run_firmware_ota
+from .https_ota import OtaConfig, RunningApp, pinned_ssl_context, run_firmware_ota
 from .model import (
     DeviceInfo,
     DeviceRefusedError,
@@ -222,7 +222,6 @@ class SimulatedDevice:
         self._nvs: dict[str, Any] = {}
         self._status = OtaStatus(OtaState.IDLE, None, None, 0, None, None, None)
         self._job_task: asyncio.Task[None] | None = None
-        self._session: EspHttpsOta | None = None
         self._abort_requested = False
         self._restart_task: asyncio.Task[None] | None = None
         self._dying = False  # RAM is going away: events of a dying job are never sent
@@ -415,7 +414,6 @@ class SimulatedDevice:
             with contextlib.suppress(asyncio.CancelledError):
                 await job
         self._job_task = None
-        self._session = None
         if self._net is not None:
             await self._net.go_offline()
         self._request_save()
@@ -597,7 +595,6 @@ class SimulatedDevice:
                 timing=self.timing,
                 faults=self.faults,
                 listener=listener,
-                on_session=self._set_session,
             )
         except PowerLossError:
             self.faults.power_loss_at_byte = None
@@ -623,15 +620,11 @@ class SimulatedDevice:
             raise
         finally:
             ops.power_loss_at_byte = None
-            self._session = None
         self._set_status(replace(self._status, state=OtaState.REBOOTING))
         self._emit(OtaEventType.REBOOT, ota_id=ota_id)
         await self.timing.restart_delay()
         self._job_task = None
         self._schedule_restart(ESP_RST_SW, ota_id=ota_id, event=False)
-
-    def _set_session(self, session: EspHttpsOta | None) -> None:
-        self._session = session
 
     # --- status, NVS, persistence ----------------------------------------------------------
 

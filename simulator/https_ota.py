@@ -25,7 +25,7 @@ import re
 import ssl
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from functools import cache
@@ -979,7 +979,6 @@ async def run_firmware_ota(
     timing: Timing,
     faults: FaultPlan,
     listener: OtaListener,
-    on_session: Callable[[EspHttpsOta | None], None] | None = None,
 ) -> ImageInfo:
     """The firmware's OTA task, start to boot partition switched. Returns the verified new
     image; raises EspError (after an ABORT or FINISH event) when the update failed.
@@ -987,7 +986,6 @@ async def run_firmware_ota(
     A connection that breaks during the download is resumed (a new esp_https_ota_begin with
     ota_image_bytes_written, after an ABORT of the broken attempt) up to
     config.max_resume_attempts times; failing to connect at all is final.
-    `on_session` hears which esp_https_ota handle is live.
     """
     resume_offset = 0
     attempts = 0
@@ -1002,8 +1000,6 @@ async def run_firmware_ota(
             listener=listener,
             resume_offset=resume_offset,
         )
-        if on_session is not None:
-            on_session(session)
         try:
             await session.begin()
             listener.on_phase(OtaState.DOWNLOADING)
