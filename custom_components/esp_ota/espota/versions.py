@@ -20,7 +20,6 @@ import re
 from typing import Self
 
 from awesomeversion import AwesomeVersion, AwesomeVersionStrategy
-from awesomeversion.exceptions import AwesomeVersionCompareException
 
 _GIT_DESCRIBE = re.compile(r"^(?P<base>.+?)-(?P<number>\d+)-g[0-9a-f]{4,40}(?:-dirty)?$")
 _BUILD_NUMBER = re.compile(
@@ -54,14 +53,8 @@ class FirmwareVersion:
             return 1 if self._understood else -1
         if not self._understood:
             return (self.text > other.text) - (self.text < other.text)
-        try:
-            if self._base != other._base:
-                return 1 if self._base > other._base else -1
-        except AwesomeVersionCompareException:
-            # Two understood versions of schemes AwesomeVersion will not compare.
-            return (self._base.string > other._base.string) - (
-                self._base.string < other._base.string
-            )
+        if self._base != other._base:
+            return 1 if self._base > other._base else -1
         return (self._build > other._build) - (self._build < other._build)
 
     def __eq__(self, other: object) -> bool:

@@ -1,0 +1,209 @@
+"""Feed parsing: the native format, ESP Web Tools manifests, and errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from custom_components.esp_ota.espota.errors import FeedFormatError
+from custom_components.esp_ota.espota.feed import (
+    MAX_FEED_BYTES,
+    Channel,
+    FeedKind,
+    parse_feed,
+)
+
+FEED_URL = "https://firmware.example.com/garden/feed.json"
+SHA = "ab" * 32
+
+
+def release(**changes: Any) -> dict[str, Any]:
+    """A valid native release entry with some fields changed (None removes a field)."""
+    entry: dict[str, Any] = {
+        "project": "garden",
+        "chip": "esp32c3",
+        "version": "1.2.0",
+        "channel": "stable",
+        "url": "bin/garden-1.2.0.bin",
+        "size": 912_384,
+        "sha256": SHA,
+        "secure_version": 1,
+        "min_chip_rev": "v0.3",
+        "max_chip_rev": "v1.99",
+        "summary": "Faster valves",
+        "release_notes_url": "notes/1.2.0.html",
+        "published": "2026-11-20T10:00:00+00:00",
+    }
+    for key, value in changes.items():
+        if value is None:
+            entry.pop(key, None)
+        else:
+            entry[key] = value
+    return entry
+
+
+def native(*releases: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """A native feed document."""
+    return {"format": "esp-ota-feed", "format_version": 1, "releases": list(releases), **top}
+
+
+def test_native_feed_every_field() -> None:
+    """Every documented field is read; relative URLs resolve against the feed's URL."""
+    feed = parse_feed(json.dumps(native(release(), name="Garden")), feed_url=FEED_URL)
+    assert feed.kind is FeedKind.NATIVE
+    assert feed.format_version == 1
+    assert feed.name == "Garden"
+    assert feed.url == FEED_URL
+    (entry,) = feed.releases
+    assert entry.project == "garden"
+    assert entry.chip == "esp32c3"
+    assert entry.version == "1.2.0"
+    assert entry.channel is Channel.STABLE
+    assert entry.url == "https://firmware.example.com/garden/bin/garden-1.2.0.bin"
+    assert entry.size == 912_384
+    assert entry.sha256 == SHA
+    assert entry.md5 is None
+    assert entry.secure_version == 1
+    assert entry.min_chip_rev == 3
+    assert entry.max_chip_rev == 199
+    assert entry.summary == "Faster valves"
+    assert entry.release_notes_url == "https://firmware.example.com/garden/notes/1.2.0.html"
+    assert entry.published == datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+def test_native_feed_defaults_and_absolute_urls() -> None:
+    """Optional fields default sensibly; absolute URLs stay as they are."""
+    minimal = release(
+        channel=None,
+        secure_version=None,
+        min_chip_rev=None,
+        max_chip_rev=None,
+        summary=None,
+        release_notes_url=None,
+        published=None,
+        url="https://cdn.example.org/x.bin",
+        chip="ESP32-S3",
+        sha256=SHA.upper(),
+    )
+    (entry,) = parse_feed(native(minimal), feed_url=FEED_URL).releases
+    assert entry.channel is Channel.STABLE
+    assert entry.secure_version == 0
+    assert (entry.min_chip_rev, entry.max_chip_rev) == (None, None)
+    assert entry.summary is None
+    assert entry.release_notes_url is None
+    assert entry.published is None
+    assert entry.url == "https://cdn.example.org/x.bin"
+    assert entry.chip == "esp32s3"
+    assert entry.sha256 == SHA
+    assert entry.supports_chip_revision(0)
+    assert entry.supports_chip_revision(9999)
+
+
+def test_unknown_fields_are_tolerated() -> None:
+    """A newer publisher may add fields: an older reader ignores them."""
+    document = native(release(signing_hint="x", future={"a": 1}), mirrors=["m"])
+    (entry,) = parse_feed(document, feed_url=FEED_URL).releases
+    assert entry.version == "1.2.0"
+
+
+def test_chip_revision_bounds_of_a_release() -> None:
+    """min and max are inclusive; revisions may be written as text or numbers."""
+    (entry,) = parse_feed(
+        native(release(min_chip_rev=3, max_chip_rev="1.99")), feed_url=FEED_URL
+    ).releases
+    assert not entry.supports_chip_revision(2)
+    assert entry.supports_chip_revision(3)
+    assert entry.supports_chip_revision(199)
+    assert not entry.supports_chip_revision(200)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        (native(release(sha256="xyz")), "releases[0].sha256: expected 64 hex digits"),
+        (native(release(), release(size=-1)), "releases[1].size: expected a number >= 0"),
+        (native(release(size=0)), "releases[0].size: expected a number > 0"),
+        (native(release(size="12")), "releases[0].size: expected a whole number"),
+        (native(release(size=True)), "releases[0].size: expected a whole number"),
+        (native(release(version=None)), "releases[0].version: missing"),
+        (native(release(version="  ")), "releases[0].version: expected a non-empty string"),
+        (native(release(chip="esp8266")), "releases[0].chip: unknown chip 'esp8266'"),
+        (native(release(channel="nightly")), 'releases[0].channel: expected "stable" or "beta"'),
+        (native(release(url="ftp://x/y.bin")), "releases[0].url: expected an http(s) URL"),
+        (native(release(published="yesterday")), "releases[0].published: expected an ISO 8601"),
+        (native(release(published=5)), "releases[0].published: expected an ISO 8601"),
+        (native(release(min_chip_rev="three")), "releases[0].min_chip_rev: chip revision"),
+        (native(release(max_chip_rev=[1])), "releases[0].max_chip_rev: expected a chip revision"),
+        (native(release(sha256=5)), "releases[0].sha256: expected a string"),
+        ({"format": "esp-ota-feed", "releases": []}, "format_version: missing"),
+        ({"format": "esp-ota-feed", "format_version": 1}, "releases: missing"),
+        ({"format": "esp-ota-feed", "format_version": 2}, "format_version: 2 is newer"),
+        ({"format": "other"}, "format: 'other' is not a feed format"),
+        ({"releases": []}, "not a firmware feed"),
+        ([1, 2], "feed must be a JSON object"),
+    ],
+)
+def test_errors_name_the_field_and_why(document: Any, message: str) -> None:
+    """Every refusal says which field is wrong and how."""
+    with pytest.raises(FeedFormatError) as caught:
+        parse_feed(json.dumps(document), feed_url=FEED_URL)
+    assert message in str(caught.value)
+
+
+def test_not_json_and_too_large() -> None:
+    """Garbage and oversized documents are refused before any schema work."""
+    with pytest.raises(FeedFormatError, match="not valid JSON"):
+        parse_feed(b"{not json", feed_url=FEED_URL)
+    with pytest.raises(FeedFormatError, match="not valid JSON"):
+        parse_feed(b"\xff\xfe", feed_url=FEED_URL)
+    with pytest.raises(FeedFormatError, match="more than"):
+        parse_feed(b" " * (MAX_FEED_BYTES + 1), feed_url=FEED_URL)
+
+
+WEB_TOOLS_MANIFEST = {
+    "name": "garden",
+    "version": "2024.11.1",
+    "new_install_prompt_erase": True,
+    "builds": [
+        {
+            "chipFamily": "ESP32-C3",
+            "ota": {
+                "path": "garden.ota.bin",
+                "md5": "0123456789abcdef0123456789abcdef",
+                "summary": "Bug fixes",
+                "release_url": "https://github.com/example/garden/releases/2024.11.1",
+            },
+            "parts": [{"path": "garden.factory.bin", "offset": 0}],
+        },
+        {"chipFamily": "ESP8266", "ota": {"path": "esp8266.ota.bin"}},
+        {"chipFamily": "ESP32", "parts": [{"path": "factory-only.bin", "offset": 0}]},
+    ],
+}
+
+
+def test_web_tools_manifest() -> None:
+    """ESPHome's http_request update manifests map onto releases (md5, no sha256/size)."""
+    feed = parse_feed(json.dumps(WEB_TOOLS_MANIFEST), feed_url=FEED_URL)
+    assert feed.kind is FeedKind.WEB_TOOLS
+    assert feed.name == "garden"
+    (entry,) = feed.releases  # ESP8266 and builds without "ota" are not offered
+    assert entry.project == "garden"
+    assert entry.chip == "esp32c3"
+    assert entry.version == "2024.11.1"
+    assert entry.channel is Channel.STABLE
+    assert entry.url == "https://firmware.example.com/garden/garden.ota.bin"
+    assert entry.md5 == "0123456789abcdef0123456789abcdef"
+    assert (entry.sha256, entry.size) == (None, None)
+    assert entry.summary == "Bug fixes"
+    assert entry.release_notes_url == "https://github.com/example/garden/releases/2024.11.1"
+
+
+def test_web_tools_manifest_errors_name_the_field() -> None:
+    """A broken manifest names the build and field."""
+    broken = json.loads(json.dumps(WEB_TOOLS_MANIFEST))
+    broken["builds"][0]["ota"]["md5"] = "short"
+    with pytest.raises(FeedFormatError, match=r"builds\[0\]\.ota\.md5: expected 32 hex digits"):
+        parse_feed(broken, feed_url=FEED_URL)
