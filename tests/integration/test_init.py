@@ -26,6 +26,12 @@ async def test_manifest_is_valid_for_a_custom_integration(hass: HomeAssistant) -
     assert keys[2:] == sorted(keys[2:])
 
 
+def state_of(entry: MockConfigEntry) -> ConfigEntryState:
+    """The entry's state, read fresh (mypy would keep an earlier narrowing otherwise)."""
+    state: ConfigEntryState = entry.state
+    return state
+
+
 async def test_setup_and_unload_entry(hass: HomeAssistant) -> None:
     """A config entry loads and unloads cleanly."""
     entry = MockConfigEntry(domain=DOMAIN, title="ESP32", unique_id="aa:bb:cc:dd:ee:ff")
@@ -33,8 +39,8 @@ async def test_setup_and_unload_entry(hass: HomeAssistant) -> None:
 
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.LOADED
+    assert state_of(entry) is ConfigEntryState.LOADED
 
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
-    assert entry.state is ConfigEntryState.NOT_LOADED
+    assert state_of(entry) is ConfigEntryState.NOT_LOADED

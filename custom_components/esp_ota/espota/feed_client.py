@@ -93,14 +93,16 @@ class FeedClient:
             async with self._session.get(url, headers=headers, timeout=self._timeout) as response:
                 if response.status not in (200, 304, 404):
                     raise FeedHttpError(response.status, url)
-                body = b""
+                body = bytearray()
                 if response.status == 200:
-                    body = await response.content.read(MAX_FEED_BYTES + 1)
-                    if len(body) > MAX_FEED_BYTES:
-                        raise FeedFormatError(f"{url} is larger than {MAX_FEED_BYTES} bytes")
+                    # Read at most MAX_FEED_BYTES: a runaway answer is cut off, not buffered.
+                    async for chunk in response.content.iter_chunked(64 * 1024):
+                        body += chunk
+                        if len(body) > MAX_FEED_BYTES:
+                            raise FeedFormatError(f"{url} is larger than {MAX_FEED_BYTES} bytes")
                 elif response.status == 404 and not url.endswith(SIGNATURE_SUFFIX):
                     raise FeedHttpError(response.status, url)
-                return response.status, body, response.headers
+                return response.status, bytes(body), response.headers
         except TimeoutError as err:
             raise FeedTimeoutError(f"{url} did not answer within {self._timeout.total} s") from err
         except aiohttp.InvalidURL as err:
