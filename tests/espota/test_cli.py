@@ -216,3 +216,25 @@ def test_main_module_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SystemExit) as leaving:
         runpy.run_module("custom_components.esp_ota.espota", run_name="__main__")
     assert leaving.value.code == 1
+
+
+def test_select(tmp_path: Path) -> None:
+    """select shows what a device would be offered, and says when nothing fits."""
+    images = []
+    for version, chip in (("1.0.0", "esp32c3"), ("1.1.0", "esp32c3"), ("2.0.0", "esp32s3")):
+        path = tmp_path / f"{version}-{chip}.bin"
+        path.write_bytes(build_app_image(project="garden", version=version, chip=chip))
+        images.append(path)
+    feed_path = tmp_path / "feed.json"
+    assert run("publish", "--out", feed_path, *images)[0] == 0
+    device = ["--project", "garden", "--chip", "ESP32-C3", "--chip-revision", "v0.4"]
+    code, output = run("select", feed_path, *device, "--version", "1.0.0")
+    assert code == 0
+    assert output.splitlines() == [
+        f"update: 1.1.0 ({(tmp_path / '1.1.0-esp32c3.bin').resolve().as_uri()})",
+        "  also installable: 1.0.0",
+    ]
+    code, output = run("select", feed_path, *device, "--version", "1.1.0")
+    assert output.startswith("up to date: 1.1.0")
+    code, output = run("select", feed_path, *device, "--version", "1.0.0", "--secure-version", "1")
+    assert output == "no release in the feed fits this device\n"

@@ -4,6 +4,7 @@
     python -m custom_components.esp_ota.espota publish --out feed.json [--key K] app.bin ...
     python -m custom_components.esp_ota.espota verify feed.json --public-key keys/feed.pub
     python -m custom_components.esp_ota.espota inspect app.bin
+    python -m custom_components.esp_ota.espota select feed.json --project P --chip esp32 ...
     python -m custom_components.esp_ota.espota build-image --version 1.2.0 --out app.bin
 
 Exit codes: 0 success, 1 the input was refused (invalid image, bad signature, ...),
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .chips import parse_chip_revision
 from .errors import EspOtaError
 from .feed import Channel, parse_feed
 from .feed_signing import (
@@ -32,6 +34,8 @@ from .feed_signing import (
 )
 from .image_builder import build_app_image
 from .publisher import publish, read_image
+from .selection import DeviceFirmware, installable_releases
+from .versions import is_newer
 
 PRIVATE_KEY_NAME = "feed.key"
 PUBLIC_KEY_NAME = "feed.pub"
@@ -113,6 +117,27 @@ def _inspect(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _select(args: argparse.Namespace, out: TextIO) -> int:
+    feed = parse_feed(args.feed.read_bytes(), feed_url=args.feed.resolve().as_uri())
+    device = DeviceFirmware(
+        project=args.project,
+        chip=args.chip,
+        chip_revision=parse_chip_revision(args.chip_revision),
+        version=args.version,
+        secure_version=args.secure_version,
+    )
+    candidates = installable_releases(feed, device, Channel(args.channel))
+    if not candidates:
+        print("no release in the feed fits this device", file=out)
+        return 0
+    newest = candidates[0]
+    verdict = "update" if is_newer(newest.version, device.version) else "up to date"
+    print(f"{verdict}: {newest.version} ({newest.url})", file=out)
+    for release in candidates[1:]:
+        print(f"  also installable: {release.version}", file=out)
+    return 0
+
+
 def _build_image(args: argparse.Namespace, out: TextIO) -> int:
     image = build_app_image(
         project=args.project,
@@ -158,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="verify an image and print what it holds")
     inspect.add_argument("image", type=Path)
     inspect.set_defaults(handler=_inspect)
+
+    select = commands.add_parser("select", help="which release a device would be offered")
+    select.add_argument("feed", type=Path)
+    select.add_argument("--project", required=True)
+    select.add_argument("--chip", required=True)
+    select.add_argument("--chip-revision", default="v0.0", help='e.g. "v3.1"')
+    select.add_argument("--version", required=True, help="the version the device runs")
+    select.add_argument("--secure-version", type=int, default=0)
+    select.add_argument("--channel", choices=[c.value for c in Channel], default="stable")
+    select.set_defaults(handler=_select)
 
     build = commands.add_parser("build-image", help="make a valid test image (no toolchain)")
     build.add_argument("--out", type=Path, required=True)
