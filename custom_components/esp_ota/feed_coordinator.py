@@ -1,0 +1,150 @@
+"""One coordinator per feed URL, shared by every device that uses the feed.
+
+However many devices follow a feed, it is requested once per interval, conditionally.
+A failing or invalid feed keeps the last good copy: nothing turns unavailable, the failure
+is logged once (and its recovery once), and a repair issue is raised after a sustained
+failure, or at once for a bad signature; it clears itself when the feed recovers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+from homeassistant.util.hass_dict import HassKey
+
+from .const import DOMAIN
+from .espota.errors import FeedError, FeedSignatureError
+from .espota.feed import Feed
+from .espota.feed_client import FeedClient
+from .espota.feed_signing import load_public_key
+
+_LOGGER = logging.getLogger(__name__)
+
+FEED_UPDATE_INTERVAL: Final = timedelta(hours=1)
+# Failures in a row before a repair issue: a feed down for three hours is not a blip.
+FAILURES_BEFORE_REPAIR: Final = 3
+
+FEED_COORDINATORS: HassKey[FeedCoordinatorRegistry] = HassKey(f"{DOMAIN}_feeds")
+
+
+class FeedCoordinator(DataUpdateCoordinator[Feed]):
+    """Fetches one feed for every device that follows it."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        url: str,
+        public_key: Ed25519PublicKey | None,
+    ) -> None:
+        super().__init__(
+            hass,
+            _LOGGER,
+            config_entry=None,  # shared between entries, owned by the registry
+            name=f"ESP OTA feed {url}",
+            update_interval=FEED_UPDATE_INTERVAL,
+            always_update=False,
+        )
+        self.url = url
+        self.client = FeedClient(async_get_clientsession(hass), url, public_key=public_key)
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+
+    @property
+    def repair_issue_id(self) -> str:
+        """The repair issue of this feed (one per URL)."""
+        return f"feed_unavailable_{self.url}"
+
+    async def _async_update_data(self) -> Feed:
+        try:
+            result = await self.client.fetch()
+        except FeedError as err:
+            return self._failed(err)
+        if self.consecutive_failures:
+            _LOGGER.info("Feed %s is back after %s failures", self.url, self.consecutive_failures)
+            ir.async_delete_issue(self.hass, DOMAIN, self.repair_issue_id)
+        self.consecutive_failures = 0
+        self.last_error = None
+        if result.feed is None:  # 304: the copy we hold is still current
+            assert self.data is not None
+            return self.data
+        return result.feed
+
+    def _failed(self, err: FeedError) -> Feed:
+        """Keep the last good feed; log once; raise a repair issue when it lasts."""
+        self.consecutive_failures += 1
+        self.last_error = str(err)
+        if self.consecutive_failures == 1 and self.data is not None:
+            # (Without a good copy the coordinator itself logs the UpdateFailed, once.)
+            _LOGGER.warning("Feed %s failed, keeping the last good copy: %s", self.url, err)
+        if isinstance(err, FeedSignatureError) or (
+            self.consecutive_failures >= FAILURES_BEFORE_REPAIR
+        ):
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                self.repair_issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key=(
+                    "feed_bad_signature" if isinstance(err, FeedSignatureError) else "feed_failing"
+                ),
+                translation_placeholders={"url": self.url, "error": str(err)},
+            )
+        if self.data is None:
+            # Nothing good yet: report the failure (entities show no offer meanwhile).
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="feed_failed",
+                translation_placeholders={"url": self.url, "error": str(err)},
+            ) from err
+        return self.data
+
+
+@dataclass
+class FeedCoordinatorRegistry:
+    """The shared coordinators, each with the entries that use it."""
+
+    coordinators: dict[tuple[str, str | None], FeedCoordinator] = field(default_factory=dict)
+    users: dict[tuple[str, str | None], set[str]] = field(default_factory=dict)
+
+
+async def async_acquire_feed_coordinator(
+    hass: HomeAssistant, entry_id: str, url: str, public_key_text: str | None
+) -> FeedCoordinator:
+    """The coordinator for this feed (and key), made and first refreshed on first use."""
+    registry = hass.data.setdefault(FEED_COORDINATORS, FeedCoordinatorRegistry())
+    key = (url, public_key_text)
+    coordinator = registry.coordinators.get(key)
+    if coordinator is None:
+        public_key = load_public_key(public_key_text) if public_key_text else None
+        coordinator = FeedCoordinator(hass, url, public_key)
+        registry.coordinators[key] = coordinator
+        await coordinator.async_refresh()
+    registry.users.setdefault(key, set()).add(entry_id)
+    return coordinator
+
+
+@callback
+def async_release_feed_coordinator(
+    hass: HomeAssistant, entry_id: str, url: str, public_key_text: str | None
+) -> None:
+    """Forget an entry's use of a feed; the last user shuts the coordinator down."""
+    registry = hass.data.get(FEED_COORDINATORS)
+    key = (url, public_key_text)
+    if registry is None or key not in registry.users:
+        return
+    registry.users[key].discard(entry_id)
+    if registry.users[key]:
+        return
+    del registry.users[key]
+    coordinator = registry.coordinators.pop(key)
+    ir.async_delete_issue(hass, DOMAIN, coordinator.repair_issue_id)
+    hass.async_create_task(coordinator.async_shutdown(), eager_start=True)
