@@ -44,3 +44,14 @@ async def test_setup_and_unload_entry(hass: HomeAssistant) -> None:
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     assert state_of(entry) is ConfigEntryState.NOT_LOADED
+
+
+def test_brand_icons_have_the_sizes_hacs_and_home_assistant_expect() -> None:
+    """brand/icon.png is 256x256 and icon@2x.png 512x512, both with transparency."""
+    from PIL import Image
+
+    brand = REPO_ROOT / "custom_components" / DOMAIN / "brand"
+    for name, size in (("icon.png", 256), ("icon@2x.png", 512)):
+        with Image.open(brand / name) as icon:
+            assert icon.size == (size, size)
+            assert icon.mode == "RGBA"
