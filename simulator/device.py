@@ -358,9 +358,10 @@ class SimulatedDevice:
         if self.faults.never_come_back and not first_power_on:
             _LOGGER.info("%s: booted but never comes back online (fault)", self.config.mac)
             return
-        self._set_online(True)
+        # Listening first, then "online": whoever waits for online can connect at once.
         if self._net is not None:
             await self._net.go_online()
+        self._set_online(True)
 
     def _status_after_reset(self, reason: str) -> OtaStatus:
         """The firmware reads its last OTA record from NVS at start."""

@@ -1,0 +1,461 @@
+"""Async client of the device API (protocol v1, docs/protocol.md).
+
+The aiohttp session is injected. The device's self-signed certificate is pinned by the
+SHA-256 fingerprint of its DER encoding: `fetch_certificate_fingerprint()` reads it once
+(trust on first use), and every later request refuses any other certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+import aiohttp
+
+from .errors import EspOtaError
+
+API_PREFIX: Final = "/api/v1"
+DEFAULT_TIMEOUT: Final = 10.0
+# The device sends a keep-alive comment every 15 s on an idle event stream.
+EVENT_STREAM_READ_TIMEOUT: Final = 45.0
+EVENT_RECONNECT_MIN_S: Final = 0.5
+EVENT_RECONNECT_MAX_S: Final = 30.0
+ESP_ERR_INVALID_STATE: Final = "ESP_ERR_INVALID_STATE"
+
+
+class DeviceError(EspOtaError):
+    """Talking to a device failed."""
+
+
+class DeviceUnreachableError(DeviceError):
+    """The device did not answer (offline, rebooting, wrong address)."""
+
+
+class DeviceTimeoutError(DeviceUnreachableError):
+    """The device did not answer in time."""
+
+
+class DeviceUnauthorizedError(DeviceError):
+    """The device refused the secret (HTTP 401)."""
+
+
+class CertificateMismatchError(DeviceError):
+    """The device presented a certificate other than the pinned one."""
+
+
+class DeviceProtocolError(DeviceError):
+    """The device answered something protocol v1 does not allow."""
+
+
+class DeviceRefusedError(DeviceError):
+    """The device refused the request; `error_name` is ESP-IDF's error name."""
+
+    def __init__(self, error_name: str, message: str) -> None:
+        super().__init__(f"{error_name}: {message}")
+        self.error_name = error_name
+        self.message = message
+
+
+class DeviceBusyError(DeviceRefusedError):
+    """An OTA is already running on the device (ESP_ERR_INVALID_STATE)."""
+
+
+class ImageState(StrEnum):
+    """The running image's state (esp_ota_img_states_t)."""
+
+    NEW = "new"
+    PENDING_VERIFY = "pending_verify"
+    VALID = "valid"
+    INVALID = "invalid"
+    ABORTED = "aborted"
+    UNDEFINED = "undefined"
+
+
+class OtaState(StrEnum):
+    """Where the device's OTA job is."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    DOWNLOADING = "downloading"
+    VERIFYING = "verifying"
+    REBOOTING = "rebooting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+class EventType(StrEnum):
+    """esp_https_ota events, and the device's reboot."""
+
+    START = "start"
+    CONNECTED = "connected"
+    GET_IMG_DESC = "get_img_desc"
+    VERIFY_CHIP_ID = "verify_chip_id"
+    VERIFY_CHIP_REVISION = "verify_chip_revision"
+    WRITE_FLASH = "write_flash"
+    UPDATE_BOOT_PARTITION = "update_boot_partition"
+    FINISH = "finish"
+    ABORT = "abort"
+    REBOOT = "reboot"
+
+
+@dataclass(frozen=True, slots=True)
+class OtaStatus:
+    """GET /api/v1/ota."""
+
+    state: OtaState
+    ota_id: str | None
+    target_version: str | None
+    bytes_written: int
+    image_size: int | None
+    error: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """GET /api/v1/info."""
+
+    api: int
+    mac: str
+    chip: str
+    chip_revision: int
+    project: str
+    version: str
+    idf_ver: str
+    app_elf_sha256: str
+    secure_version: int
+    running_partition: str
+    boot_partition: str
+    image_state: ImageState
+    last_invalid_partition: str | None
+    last_ota: OtaStatus
+    reset_reason: str
+    uptime_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEvent:
+    """One event of GET /api/v1/events."""
+
+    id: int
+    type: EventType
+    ota_id: str | None
+    bytes_written: int | None
+    image_size: int | None
+    project: str | None
+    version: str | None
+    error: str | None
+
+
+class _Reader:
+    """Typed access to a JSON object; anything else is a DeviceProtocolError."""
+
+    def __init__(self, data: Any, what: str) -> None:
+        if not isinstance(data, Mapping):
+            raise DeviceProtocolError(f"{what}: expected a JSON object")
+        self._data = data
+        self._what = what
+
+    def _get(self, name: str, kinds: tuple[type, ...], optional: bool) -> Any:
+        value = self._data.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise DeviceProtocolError(f"{self._what}.{name}: missing or of the wrong type")
+        return value
+
+    def text(self, name: str) -> str:
+        value: str = self._get(name, (str,), optional=False)
+        return value
+
+    def optional_text(self, name: str) -> str | None:
+        value: str | None = self._get(name, (str,), optional=True)
+        return value
+
+    def number(self, name: str) -> int:
+        value: int = self._get(name, (int,), optional=False)
+        return value
+
+    def optional_number(self, name: str) -> int | None:
+        value: int | None = self._get(name, (int,), optional=True)
+        return value
+
+    def real(self, name: str) -> float:
+        return float(self._get(name, (int, float), optional=False))
+
+    def choice[E: StrEnum](self, name: str, enum: type[E]) -> E:
+        value = self.text(name)
+        try:
+            return enum(value)
+        except ValueError as err:
+            raise DeviceProtocolError(f"{self._what}.{name}: unknown value {value!r}") from err
+
+    def child(self, name: str) -> _Reader:
+        return _Reader(self._data.get(name), f"{self._what}.{name}")
+
+
+def _ota_status(reader: _Reader) -> OtaStatus:
+    return OtaStatus(
+        state=reader.choice("state", OtaState),
+        ota_id=reader.optional_text("ota_id"),
+        target_version=reader.optional_text("target_version"),
+        bytes_written=reader.number("bytes_written"),
+        image_size=reader.optional_number("image_size"),
+        error=reader.optional_text("error"),
+        message=reader.optional_text("message"),
+    )
+
+
+def _device_info(reader: _Reader) -> DeviceInfo:
+    return DeviceInfo(
+        api=reader.number("api"),
+        mac=reader.text("mac"),
+        chip=reader.text("chip"),
+        chip_revision=reader.number("chip_revision"),
+        project=reader.text("project"),
+        version=reader.text("version"),
+        idf_ver=reader.text("idf_ver"),
+        app_elf_sha256=reader.text("app_elf_sha256"),
+        secure_version=reader.number("secure_version"),
+        running_partition=reader.text("running_partition"),
+        boot_partition=reader.text("boot_partition"),
+        image_state=reader.choice("image_state", ImageState),
+        last_invalid_partition=reader.optional_text("last_invalid_partition"),
+        last_ota=_ota_status(reader.child("last_ota")),
+        reset_reason=reader.text("reset_reason"),
+        uptime_s=reader.real("uptime_s"),
+    )
+
+
+def _device_event(reader: _Reader) -> DeviceEvent:
+    return DeviceEvent(
+        id=reader.number("id"),
+        type=reader.choice("type", EventType),
+        ota_id=reader.optional_text("ota_id"),
+        bytes_written=reader.optional_number("bytes_written"),
+        image_size=reader.optional_number("image_size"),
+        project=reader.optional_text("project"),
+        version=reader.optional_text("version"),
+        error=reader.optional_text("error"),
+    )
+
+
+class DeviceClient:
+    """Talks to one device over HTTPS, pinned to its certificate."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        host: str,
+        port: int,
+        secret: str,
+        *,
+        cert_fingerprint: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._session = session
+        self.host = host
+        self.port = port
+        self._secret = secret
+        self.cert_fingerprint = cert_fingerprint
+        self._timeout = timeout
+
+    @property
+    def base_url(self) -> str:
+        """https://host:port/api/v1."""
+        return f"https://{self.host}:{self.port}{API_PREFIX}"
+
+    async def fetch_certificate_fingerprint(self) -> str:
+        """Connect once, read the device's certificate and return its SHA-256 (hex).
+
+        This is the trust-on-first-use step: the caller shows or stores the value and
+        passes it as `cert_fingerprint` from then on.
+        """
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # not trusted yet: we only read it
+        try:
+            async with asyncio.timeout(self._timeout):
+                _, writer = await asyncio.open_connection(self.host, self.port, ssl=context)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(f"{self.host}:{self.port} did not answer") from err
+        except (OSError, ssl.SSLError) as err:
+            raise DeviceUnreachableError(f"cannot reach {self.host}:{self.port}: {err}") from err
+        try:
+            ssl_object = writer.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        if not der:
+            raise DeviceProtocolError(f"{self.host}:{self.port} presented no certificate")
+        return hashlib.sha256(der).hexdigest()
+
+    def _ssl(self) -> aiohttp.Fingerprint:
+        if not self.cert_fingerprint:
+            raise CertificateMismatchError(
+                "no certificate is pinned: call fetch_certificate_fingerprint() first"
+            )
+        return aiohttp.Fingerprint(bytes.fromhex(self.cert_fingerprint))
+
+    def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._secret}", **(extra or {})}
+
+    async def _request(self, method: str, path: str, body: Any = None) -> Any:
+        url = f"{self.base_url}{path}"
+        try:
+            async with self._session.request(
+                method,
+                url,
+                json=body,
+                headers=self._headers(),
+                ssl=self._ssl(),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            ) as response:
+                if response.status == 401:
+                    raise DeviceUnauthorizedError(f"{self.host} refused the device secret")
+                try:
+                    data = await response.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError) as err:
+                    raise DeviceProtocolError(
+                        f"{method} {path}: HTTP {response.status} with a body that is not JSON"
+                    ) from err
+                if response.status >= 400:
+                    raise self._refusal(method, path, response.status, data)
+                return data
+        except aiohttp.ServerFingerprintMismatch as err:
+            raise CertificateMismatchError(
+                f"{self.host} presented a certificate other than the pinned one"
+            ) from err
+        except TimeoutError as err:
+            raise DeviceTimeoutError(f"{self.host} did not answer {method} {path}") from err
+        except (aiohttp.ClientError, OSError) as err:
+            raise DeviceUnreachableError(f"cannot reach {self.host}:{self.port}: {err}") from err
+
+    @staticmethod
+    def _refusal(method: str, path: str, status: int, data: Any) -> DeviceError:
+        reader = _Reader(data, f"{method} {path} error")
+        error_name, message = reader.text("error"), reader.optional_text("message") or ""
+        if status == 409 and error_name == ESP_ERR_INVALID_STATE and path == "/ota":
+            return DeviceBusyError(error_name, message)
+        return DeviceRefusedError(error_name, message)
+
+    async def info(self) -> DeviceInfo:
+        """Identity and state."""
+        return _device_info(_Reader(await self._request("GET", "/info"), "info"))
+
+    async def ota_status(self) -> OtaStatus:
+        """The current or last OTA job."""
+        return _ota_status(_Reader(await self._request("GET", "/ota"), "ota"))
+
+    async def start_ota(
+        self,
+        *,
+        url: str,
+        sha256: str,
+        size: int,
+        version: str,
+        cert_pem: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> str:
+        """Have the device pull an image; returns the job's id at once."""
+        body = {
+            "url": url,
+            "sha256": sha256,
+            "size": size,
+            "version": version,
+            "cert_pem": cert_pem,
+            "headers": dict(headers or {}),
+        }
+        return _Reader(await self._request("POST", "/ota", body), "start").text("ota_id")
+
+    async def abort_ota(self) -> None:
+        """Stop the running download (esp_https_ota_abort)."""
+        await self._request("POST", "/ota/abort")
+
+    async def confirm(self) -> None:
+        """Mark the running image valid (esp_ota_mark_app_valid_cancel_rollback)."""
+        await self._request("POST", "/ota/confirm")
+
+    async def rollback(self) -> None:
+        """Mark the running image invalid and reboot into the other one."""
+        await self._request("POST", "/ota/rollback")
+
+    async def reboot(self) -> None:
+        """Restart the device (esp_restart)."""
+        await self._request("POST", "/reboot")
+
+    async def events(self, *, reconnect: bool = True) -> AsyncIterator[DeviceEvent]:
+        """The device's events, as they happen.
+
+        With `reconnect`, a dropped stream (a reboot, a network blip) is reopened with
+        growing pauses, and `Last-Event-ID` asks the device for what was missed.
+        Authentication and certificate errors always end the stream.
+        """
+        last_id: int | None = None
+        pause = EVENT_RECONNECT_MIN_S
+        while True:
+            try:
+                async for event in self._event_stream(last_id):
+                    last_id = event.id
+                    pause = EVENT_RECONNECT_MIN_S
+                    yield event
+                if not reconnect:
+                    return
+            except DeviceUnreachableError, DeviceProtocolError:
+                if not reconnect:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, EVENT_RECONNECT_MAX_S)
+
+    async def _event_stream(self, last_id: int | None) -> AsyncIterator[DeviceEvent]:
+        extra = {"Accept": "text/event-stream"}
+        if last_id is not None:
+            extra["Last-Event-ID"] = str(last_id)
+        try:
+            async with self._session.get(
+                f"{self.base_url}/events",
+                headers=self._headers(extra),
+                ssl=self._ssl(),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=self._timeout, sock_read=EVENT_STREAM_READ_TIMEOUT
+                ),
+            ) as response:
+                if response.status == 401:
+                    raise DeviceUnauthorizedError(f"{self.host} refused the device secret")
+                if response.status != 200:
+                    raise DeviceProtocolError(f"events: HTTP {response.status}")
+                fields: dict[str, str] = {}
+                async for raw_line in response.content:
+                    line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+                    if line:
+                        if not line.startswith(":"):
+                            name, _, value = line.partition(":")
+                            fields[name] = value.removeprefix(" ")
+                        continue
+                    if "data" in fields:
+                        yield self._decode_event(fields["data"])
+                    fields = {}
+        except aiohttp.ServerFingerprintMismatch as err:
+            raise CertificateMismatchError(
+                f"{self.host} presented a certificate other than the pinned one"
+            ) from err
+        except TimeoutError as err:
+            raise DeviceTimeoutError(f"{self.host}: the event stream went silent") from err
+        except (aiohttp.ClientError, OSError) as err:
+            raise DeviceUnreachableError(f"event stream of {self.host} broke: {err}") from err
+
+    @staticmethod
+    def _decode_event(data: str) -> DeviceEvent:
+        try:
+            decoded = json.loads(data)
+        except ValueError as err:
+            raise DeviceProtocolError(f"event data is not JSON: {data[:80]!r}") from err
+        return _device_event(_Reader(decoded, "event"))

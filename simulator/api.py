@@ -1,0 +1,239 @@
+"""The simulated device's HTTPS API: protocol v1 (docs/protocol.md) over a SimulatedDevice.
+
+One aiohttp server per device on 127.0.0.1. While the device reboots the listening socket
+is really closed (connections are refused) and open event streams end, as they would
+when a real ESP32 restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from enum import Enum
+from typing import Any, Final
+
+from aiohttp import web
+
+from .device import SimulatedDevice
+from .model import DeviceRefusedError, OtaEvent, OtaRequest
+from .tls import DeviceCertificate
+
+_LOGGER = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v1"
+# Comment lines on an idle event stream, so clients and proxies see it is alive.
+KEEPALIVE_S: Final = 15.0
+# How long a reboot waits for open event streams to send their last events.
+STREAM_FLUSH_S: Final = 1.0
+# Refusals that mean "not now" (409) rather than "never like this" (400).
+_BAD_REQUEST_ERRORS: Final = frozenset({"ESP_ERR_INVALID_ARG", "ESP_ERR_INVALID_SIZE"})
+
+type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def _error(status: int, error: str, message: str) -> web.Response:
+    return web.json_response({"error": error, "message": message}, status=status)
+
+
+def encode_event(event: OtaEvent) -> bytes:
+    """One server-sent event: id, event type, and the event as JSON data."""
+    data = json.dumps(_jsonable(event), separators=(",", ":"))
+    return f"id: {event.id}\nevent: {event.type.value}\ndata: {data}\n\n".encode()
+
+
+class DeviceApiServer:
+    """Serves one device's API; implements the device's network (go_offline/go_online)."""
+
+    def __init__(
+        self,
+        device: SimulatedDevice,
+        certificate: DeviceCertificate,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.device = device
+        self.certificate = certificate
+        self.host = host
+        self.port = port
+        self._ssl = certificate.server_context()
+        self._runner: web.AppRunner | None = None
+        # Open event streams: each one's "stop" event and the task serving it.
+        self._streams: dict[asyncio.Event, asyncio.Task[Any]] = {}
+        device.attach_network(self)
+
+    # --- the device's network ---------------------------------------------------------
+
+    async def go_online(self) -> None:
+        """Listen (again) on the device's port."""
+        if self._runner is not None:
+            return
+        app = web.Application(middlewares=[self._authenticate])
+        app.router.add_get(f"{API_PREFIX}/info", self._info)
+        app.router.add_get(f"{API_PREFIX}/ota", self._ota_status)
+        app.router.add_post(f"{API_PREFIX}/ota", self._start_ota)
+        app.router.add_post(f"{API_PREFIX}/ota/abort", self._abort)
+        app.router.add_post(f"{API_PREFIX}/ota/confirm", self._confirm)
+        app.router.add_post(f"{API_PREFIX}/ota/rollback", self._rollback)
+        app.router.add_post(f"{API_PREFIX}/reboot", self._reboot)
+        app.router.add_get(f"{API_PREFIX}/events", self._events)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl, reuse_address=True)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def go_offline(self) -> None:
+        """Stop listening and drop every connection, as a restarting chip does."""
+        runner, self._runner = self._runner, None
+        # Streams first get to send what is queued (the reboot event) and end cleanly.
+        for stream_stop in self._streams:
+            stream_stop.set()
+        if self._streams:
+            await asyncio.wait(list(self._streams.values()), timeout=STREAM_FLUSH_S)
+        if runner is not None:
+            await runner.cleanup()
+
+    async def close(self) -> None:
+        """Stop serving (the device itself is closed by its owner)."""
+        await self.go_offline()
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every endpoint needs `Authorization: Bearer <secret>`; nothing runs without it."""
+        supplied = request.headers.get("Authorization", "")
+        expected = f"Bearer {self.device.config.secret}"
+        if not self.device.config.secret or not hmac.compare_digest(
+            supplied.encode(), expected.encode()
+        ):
+            return _error(401, "UNAUTHORIZED", "missing or wrong device secret")
+        return await handler(request)
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return await self._call(self.device.info)
+
+    async def _ota_status(self, request: web.Request) -> web.Response:
+        return web.json_response(_jsonable(self.device.ota_status()))
+
+    async def _start_ota(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            ota_request = OtaRequest(
+                url=_field(body, "url", str),
+                sha256=_field(body, "sha256", str),
+                size=_field(body, "size", int),
+                version=_field(body, "version", str),
+                cert_pem=_field(body, "cert_pem", str),
+                headers=_headers(body.get("headers", {})),
+            )
+        except (ValueError, TypeError, AttributeError) as err:
+            return _error(400, "ESP_ERR_INVALID_ARG", f"bad OTA request: {err}")
+        try:
+            ota_id = await self.device.start_ota(ota_request)
+        except DeviceRefusedError as err:
+            return self._refused(err)
+        return web.json_response({"ota_id": ota_id}, status=202)
+
+    async def _abort(self, request: web.Request) -> web.Response:
+        return await self._call(self.device.abort_ota)
+
+    async def _confirm(self, request: web.Request) -> web.Response:
+        return await self._call(self.device.confirm)
+
+    async def _rollback(self, request: web.Request) -> web.Response:
+        return await self._call(self.device.rollback)
+
+    async def _reboot(self, request: web.Request) -> web.Response:
+        return await self._call(self.device.reboot)
+
+    async def _call(self, action: Callable[[], Any]) -> web.Response:
+        """Run a device action; answer its result (or {"ok": true}) or its refusal."""
+        try:
+            result = action()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except DeviceRefusedError as err:
+            return self._refused(err)
+        return web.json_response(_jsonable(result) if result is not None else {"ok": True})
+
+    @staticmethod
+    def _refused(err: DeviceRefusedError) -> web.Response:
+        status = 400 if err.error in _BAD_REQUEST_ERRORS else 409
+        return _error(status, err.error, err.message)
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events; `Last-Event-ID` replays what the client missed."""
+        queue = self.device.subscribe()
+        stop = asyncio.Event()
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams[stop] = task
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        try:
+            await response.prepare(request)
+            last_id = request.headers.get("Last-Event-ID", "")
+            if last_id.isdigit():
+                for event in self.device.events_since(int(last_id)):
+                    await response.write(encode_event(event))
+            else:
+                await response.write(b": connected\n\n")
+            stopping = asyncio.ensure_future(stop.wait())
+            try:
+                while not stop.is_set():
+                    getter = asyncio.ensure_future(queue.get())
+                    done, _ = await asyncio.wait(
+                        {getter, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        await response.write(encode_event(getter.result()))
+                        continue
+                    getter.cancel()
+                    if not done:
+                        await response.write(b": keep-alive\n\n")
+                while not queue.empty():  # going offline: what was emitted still goes out
+                    await response.write(encode_event(queue.get_nowait()))
+            finally:
+                stopping.cancel()
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            self.device.unsubscribe(queue)
+            self._streams.pop(stop, None)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+
+def _field[T](body: Any, name: str, kind: type[T]) -> T:
+    value = body[name] if isinstance(body, dict) and name in body else None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    ):
+        raise TypeError("headers must be an object of strings")
+    return dict(value)
