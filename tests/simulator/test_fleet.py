@@ -1,0 +1,246 @@
+"""The fleet runner and the simulator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import pytest
+
+from custom_components.esp_ota.espota.device_client import DeviceClient
+from simulator import __main__ as cli
+from simulator import fleet as fleet_module
+from simulator.fleet import (
+    SERVICE_TYPE,
+    Fleet,
+    FleetOptions,
+    derived_secret,
+    mac_for,
+    service_info,
+)
+from tests.conftest import REPO_ROOT
+
+from .conftest import make_image, wait_until
+from .firmware_server import FirmwareServer
+
+
+def client_for(session: aiohttp.ClientSession, member: fleet_module.FleetDevice) -> DeviceClient:
+    """A pinned client of one fleet member."""
+    return DeviceClient(
+        session, member.host, member.port, member.secret, cert_fingerprint=member.cert_fingerprint
+    )
+
+
+async def test_fleet_of_twenty(socket_enabled: None) -> None:
+    """Twenty devices, each on its own port, each answering with its own identity."""
+    fleet = Fleet(FleetOptions(count=20, project="garden", version="3.1.0", chip="esp32c3"))
+    members = await fleet.start()
+    try:
+        assert len({member.port for member in members}) == 20
+        assert len({member.cert_fingerprint for member in members}) == 20
+        async with aiohttp.ClientSession() as session:
+            infos = await asyncio.gather(*(client_for(session, m).info() for m in members))
+        assert [info.mac for info in infos] == [mac_for(i) for i in range(20)]
+        assert {(info.project, info.version, info.chip) for info in infos} == {
+            ("garden", "3.1.0", "esp32c3")
+        }
+    finally:
+        await fleet.stop()
+
+
+def test_identities() -> None:
+    """MACs count up under Espressif's prefix; derived secrets differ and are stable."""
+    assert mac_for(0) == "24:0a:c4:00:00:00"
+    assert mac_for(0x012345) == "24:0a:c4:01:23:45"
+    assert derived_secret(mac_for(1)) == derived_secret(mac_for(1))
+    assert derived_secret(mac_for(1)) != derived_secret(mac_for(2))
+    assert len(derived_secret(mac_for(1))) == 24
+
+
+async def test_faults_secret_and_base_port(socket_enabled: None) -> None:
+    """Faults apply to all devices or one; one secret for all; consecutive ports."""
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    base = probe.sockets[0].getsockname()[1] + 1
+    probe.close()
+    await probe.wait_closed()
+    fleet = Fleet(
+        FleetOptions(
+            count=2,
+            base_port=base,
+            secret="shared",
+            faults={None: {"crash_versions": {"2.0.0"}}, 1: {"never_come_back": True}},
+        )
+    )
+    members = await fleet.start()
+    try:
+        assert [member.port for member in members] == [base, base + 1]
+        assert {member.secret for member in members} == {"shared"}
+        assert [device.faults.crash_versions for device in fleet.devices] == [{"2.0.0"}] * 2
+        assert [device.faults.never_come_back for device in fleet.devices] == [False, True]
+    finally:
+        await fleet.stop()
+    with pytest.raises(ValueError, match="unknown fault 'gremlins'"):
+        await Fleet(FleetOptions(faults={None: {"gremlins": 1}})).start()
+
+
+async def test_state_dir_remembers_flash_and_certificate(
+    tmp_path: Path, firmware_server: FirmwareServer
+) -> None:
+    """A restarted fleet with the same state folder keeps firmware and certificate."""
+    options = FleetOptions(count=1, state_dir=tmp_path, secret="s")
+    fleet = Fleet(options)
+    (member,) = await fleet.start()
+    image = make_image("2.0.0", project="esp-ota-demo")
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = client_for(session, member)
+            await client.start_ota(
+                url=firmware_server.add("/fw.bin", image),
+                sha256=hashlib.sha256(image).hexdigest(),
+                size=len(image),
+                version="2.0.0",
+                cert_pem=firmware_server.cert_pem,
+            )
+            device = fleet.devices[0]
+            await wait_until(lambda: device.online and device.info().version == "2.0.0")
+            await client.confirm()
+    finally:
+        await fleet.stop()
+
+    again = Fleet(options)
+    (restarted,) = await again.start()
+    try:
+        assert restarted.cert_fingerprint == member.cert_fingerprint
+        async with aiohttp.ClientSession() as session:
+            info = await client_for(session, restarted).info()
+        assert (info.version, info.image_state.value, info.running_partition) == (
+            "2.0.0",
+            "valid",
+            "ota_1",
+        )
+    finally:
+        await again.stop()
+
+
+def test_service_info() -> None:
+    """The mDNS advertisement carries the TXT keys the integration matches on."""
+    info = type(
+        "Info", (), {"mac": "24:0a:c4:00:00:07", "project": "p", "version": "1", "chip": "esp32",
+                     "api": 1},
+    )()  # fmt: skip
+    advertisement = service_info(info, 8443)
+    assert advertisement.type == SERVICE_TYPE
+    assert advertisement.name == f"esp-ota-240ac4000007.{SERVICE_TYPE}"
+    assert advertisement.port == 8443
+    assert advertisement.server == "esp-ota-240ac4000007.local."
+    assert advertisement.properties == {
+        b"mac": b"24:0a:c4:00:00:07",
+        b"project": b"p",
+        b"version": b"1",
+        b"chip": b"esp32",
+        b"api": b"1",
+    }
+
+
+class RecordingZeroconf:
+    """Stands in for multicast, which this machine's network must not carry."""
+
+    registered: ClassVar[list[Any]] = []
+    closed: ClassVar[bool] = False
+
+    def __init__(self, interfaces: list[str]) -> None:
+        assert interfaces == ["127.0.0.1"]
+
+    async def async_register_service(self, info: Any) -> None:
+        RecordingZeroconf.registered.append(info)
+
+    async def async_unregister_all_services(self) -> None:
+        RecordingZeroconf.registered.clear()
+
+    async def async_close(self) -> None:
+        RecordingZeroconf.closed = True
+
+
+async def test_mdns_advertising(socket_enabled: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With mdns on, every device is registered, and unregistered at stop."""
+    monkeypatch.setattr(fleet_module, "AsyncZeroconf", RecordingZeroconf)
+    fleet = Fleet(FleetOptions(count=2, mdns=True))
+    members = await fleet.start()
+    assert [info.port for info in RecordingZeroconf.registered] == [m.port for m in members]
+    await fleet.stop()
+    assert RecordingZeroconf.registered == []
+    assert RecordingZeroconf.closed
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("never_come_back=true", (None, "never_come_back", True)),
+        ("3:drop_at_byte=4096", (3, "drop_at_byte", 4096)),
+        ("slow_link_bytes_per_s=1.5e4", (None, "slow_link_bytes_per_s", 15000.0)),
+        ("crash_versions=2.0.0,2.1.0", (None, "crash_versions", {"2.0.0", "2.1.0"})),
+    ],
+)
+def test_parse_fault(text: str, parsed: tuple[int | None, str, Any]) -> None:
+    """--fault [INDEX:]NAME=VALUE with typed values."""
+    assert cli.parse_fault(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["oops", "=3", "x=abc"])
+def test_parse_fault_errors(text: str) -> None:
+    """Malformed faults are usage errors."""
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.parse_fault(text)
+
+
+async def test_cli_run_in_process(tmp_path: Path, socket_enabled: None) -> None:
+    """run() starts the fleet, prints and writes it, and stops when asked."""
+    args = cli.build_parser().parse_args(
+        ["--count", "2", "--json", str(tmp_path / "fleet.json"), "--fault", "0:never_come_back=1"]
+    )
+    out = io.StringIO()
+    stop = asyncio.Event()
+    task = asyncio.create_task(cli.run(args, out, stop))
+    await wait_until(lambda: "running" in out.getvalue())
+    members = json.loads((tmp_path / "fleet.json").read_text())
+    assert [member["mac"] for member in members] == [mac_for(0), mac_for(1)]
+    stop.set()
+    assert await task == 0
+    assert out.getvalue().endswith("stopped\n")
+
+
+def test_cli_unknown_fault_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """main() reports a bad fault name on stderr with exit code 1."""
+    assert cli.main(["--count", "1", "--fault", "gremlins=1"]) == 1
+    assert "unknown fault 'gremlins'" in capsys.readouterr().err
+
+
+async def test_cli_subprocess_stops_cleanly_on_ctrl_c(tmp_path: Path, socket_enabled: None) -> None:
+    """The real command: two devices reachable, then SIGINT, exit 0, nothing left."""
+    json_path = tmp_path / "fleet.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulator", "--count", "2", "--json", str(json_path),
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            while not json_path.exists():  # noqa: ASYNC110 - waiting on another process
+                await asyncio.sleep(0.1)
+        members = [fleet_module.FleetDevice(**m) for m in json.loads(json_path.read_text())]
+        async with aiohttp.ClientSession() as session:
+            info = await client_for(session, members[1]).info()
+        assert info.mac == mac_for(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    assert stdout.decode().rstrip().endswith("stopped")
