@@ -55,9 +55,8 @@ async def main(count: int) -> None:
         await fleet.stop()
     print(f"devices:              {count}")
     print(f"start-up:             {startup_s:.2f} s ({startup_s / count * 1000:.1f} ms/device)")
-    print(
-        f"RSS growth:           {rss_after - rss_before:.1f} MiB (process total {rss_after:.0f} MiB)"
-    )
+    growth = rss_after - rss_before
+    print(f"RSS growth:           {growth:.1f} MiB (process total {rss_after:.0f} MiB)")
     print(f"Python heap growth:   {heap / 2**20:.1f} MiB ({heap / count / 1024:.0f} KiB/device)")
     print(f"/info from all:       {query_s:.2f} s, {len(infos)} answers over pinned HTTPS")
 
