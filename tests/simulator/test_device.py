@@ -283,7 +283,9 @@ async def test_network_goes_offline_for_the_reboot(
     await device.wait_online(5)
     assert time.monotonic() - started >= 0.15
     await device.wait_idle(1)
-    assert network.calls == [("offline", False), ("online", True)]
+    # The network is up before the device reports online, so whoever waits for
+    # `online` can connect at once.
+    assert network.calls == [("offline", False), ("online", False)]
     assert device.info().uptime_s < 1
 
 
