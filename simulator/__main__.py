@@ -48,10 +48,21 @@ def parse_fault(text: str) -> tuple[int | None, str, Any]:
     return target, name, value
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The simulator's command line."""
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.split("\n")[0])
-    parser.add_argument("--count", type=int, default=1, help="how many devices (default 1)")
+    parser.add_argument("--count", type=positive_int, default=1, help="devices (default 1)")
     parser.add_argument("--base-port", type=int, default=0, help="first port (default: any)")
     parser.add_argument("--chip", default="esp32")
     parser.add_argument("--chip-revision", type=int, default=301, help="major*100+minor")
@@ -75,28 +86,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -> int:
-    """Start the fleet, print it, wait for `stop`, shut down."""
+def fleet_options(args: argparse.Namespace) -> FleetOptions:
+    """The parsed command line as FleetOptions."""
     faults: dict[int | None, dict[str, Any]] = {}
     for target, name, value in args.fault:
         faults.setdefault(target, {})[name] = value
-    fleet = Fleet(
-        FleetOptions(
-            count=args.count,
-            base_port=args.base_port,
-            chip=args.chip,
-            chip_revision=args.chip_revision,
-            project=args.project,
-            version=args.version,
-            image_size=args.image_size,
-            pace=Pace(args.pace),
-            reboot_time_s=args.reboot_time,
-            secret=args.secret,
-            state_dir=args.state_dir,
-            mdns=args.mdns,
-            faults=faults,
-        )
+    return FleetOptions(
+        count=args.count,
+        base_port=args.base_port,
+        chip=args.chip,
+        chip_revision=args.chip_revision,
+        project=args.project,
+        version=args.version,
+        image_size=args.image_size,
+        pace=Pace(args.pace),
+        reboot_time_s=args.reboot_time,
+        secret=args.secret,
+        state_dir=args.state_dir,
+        mdns=args.mdns,
+        faults=faults,
     )
+
+
+async def run(args: argparse.Namespace, out: TextIO, stop: asyncio.Event) -> int:
+    """Start the fleet, print it, wait for `stop`, shut down."""
+    fleet = Fleet(fleet_options(args))
     try:
         members = await fleet.start()
         for member in members:
@@ -134,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return asyncio.run(entry())
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # a bad fault name, a port already taken
         print(f"python -m simulator: error: {err}", file=sys.stderr)
         return 1
 

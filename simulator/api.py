@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -30,8 +31,16 @@ API_PREFIX: Final = "/api/v1"
 KEEPALIVE_S: Final = 15.0
 # How long a reboot waits for open event streams to send their last events.
 STREAM_FLUSH_S: Final = 1.0
+# A firmware reads a request body into a fixed buffer; a certificate PEM fits easily.
+MAX_BODY_BYTES: Final = 16 * 1024
 # Refusals that mean "not now" (409) rather than "never like this" (400).
 _BAD_REQUEST_ERRORS: Final = frozenset({"ESP_ERR_INVALID_ARG", "ESP_ERR_INVALID_SIZE"})
+# HTTP-level refusals (no such endpoint, wrong method, body too large) as ESP-IDF names.
+_HTTP_ERRORS: Final = {
+    404: "ESP_ERR_NOT_FOUND",
+    405: "ESP_ERR_NOT_SUPPORTED",
+    413: "ESP_ERR_INVALID_SIZE",
+}
 
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,8 +50,6 @@ def _jsonable(value: Any) -> Any:
         return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.value
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
     return value
 
 
@@ -73,6 +80,7 @@ class DeviceApiServer:
         self.port = port
         self._ssl = certificate.server_context()
         self._runner: web.AppRunner | None = None
+        self._closed = False
         # Open event streams: each one's "stop" event and the task serving it.
         self._streams: dict[asyncio.Event, asyncio.Task[Any]] = {}
         device.attach_network(self)
@@ -80,10 +88,10 @@ class DeviceApiServer:
     # --- the device's network ---------------------------------------------------------
 
     async def go_online(self) -> None:
-        """Listen (again) on the device's port."""
-        if self._runner is not None:
+        """Listen (again) on the device's port; the first call picks it when port is 0."""
+        if self._runner is not None or self._closed:
             return
-        app = web.Application(middlewares=[self._authenticate])
+        app = web.Application(middlewares=[self._authenticate], client_max_size=MAX_BODY_BYTES)
         app.router.add_get(f"{API_PREFIX}/info", self._info)
         app.router.add_get(f"{API_PREFIX}/ota", self._ota_status)
         app.router.add_post(f"{API_PREFIX}/ota", self._start_ota)
@@ -92,7 +100,11 @@ class DeviceApiServer:
         app.router.add_post(f"{API_PREFIX}/ota/rollback", self._rollback)
         app.router.add_post(f"{API_PREFIX}/reboot", self._reboot)
         app.router.add_get(f"{API_PREFIX}/events", self._events)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A restarting chip waits for nobody: requests still running after the streams'
+        # flush time are cut off.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=STREAM_FLUSH_S
+        )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl, reuse_address=True)
         await site.start()
@@ -111,21 +123,32 @@ class DeviceApiServer:
             await runner.cleanup()
 
     async def close(self) -> None:
-        """Stop serving (the device itself is closed by its owner)."""
+        """Stop serving for good: a reboot still under way cannot reopen the port.
+
+        The device itself is closed by its owner."""
+        self._closed = True
         await self.go_offline()
 
     # --- HTTP ----------------------------------------------------------------------------
 
     @web.middleware
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Every endpoint needs `Authorization: Bearer <secret>`; nothing runs without it."""
+        """Every endpoint needs `Authorization: Bearer <secret>`; nothing runs without it.
+
+        Both sides are hashed first, so the comparison takes the same time whatever the
+        supplied value's length and content."""
         supplied = request.headers.get("Authorization", "")
         expected = f"Bearer {self.device.config.secret}"
         if not self.device.config.secret or not hmac.compare_digest(
-            supplied.encode(), expected.encode()
+            hashlib.sha256(supplied.encode()).digest(), hashlib.sha256(expected.encode()).digest()
         ):
             return _error(401, "UNAUTHORIZED", "missing or wrong device secret")
-        return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPException as err:
+            if err.status not in _HTTP_ERRORS:
+                raise
+            return _error(err.status, _HTTP_ERRORS[err.status], err.reason)
 
     async def _info(self, request: web.Request) -> web.Response:
         return await self._call(self.device.info)
@@ -180,7 +203,10 @@ class DeviceApiServer:
         return _error(status, err.error, err.message)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events; `Last-Event-ID` replays what the client missed."""
+        """Server-sent events; `Last-Event-ID` replays what the client missed.
+
+        The queue is subscribed before the replay is read, so nothing falls in between;
+        an event both replayed and queued is sent once (ids only grow)."""
         queue = self.device.subscribe()
         stop = asyncio.Event()
         task = asyncio.current_task()
@@ -189,12 +215,20 @@ class DeviceApiServer:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
+        sent_id = 0
+
+        async def send(event: OtaEvent) -> None:
+            nonlocal sent_id
+            if event.id > sent_id:
+                sent_id = event.id
+                await response.write(encode_event(event))
+
         try:
             await response.prepare(request)
             last_id = request.headers.get("Last-Event-ID", "")
             if last_id.isdigit():
                 for event in self.device.events_since(int(last_id)):
-                    await response.write(encode_event(event))
+                    await send(event)
             else:
                 await response.write(b": connected\n\n")
             stopping = asyncio.ensure_future(stop.wait())
@@ -205,13 +239,13 @@ class DeviceApiServer:
                         {getter, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
                     )
                     if getter in done:
-                        await response.write(encode_event(getter.result()))
+                        await send(getter.result())
                         continue
                     getter.cancel()
                     if not done:
                         await response.write(b": keep-alive\n\n")
                 while not queue.empty():  # going offline: what was emitted still goes out
-                    await response.write(encode_event(queue.get_nowait()))
+                    await send(queue.get_nowait())
             finally:
                 stopping.cancel()
         except ConnectionResetError:

@@ -29,6 +29,8 @@ from .tls import load_or_create_certificate, make_device_certificate
 
 SERVICE_TYPE: Final = "_esp-ota._tcp.local."
 API_VERSION: Final = 1
+# Under the state folder: each device's certificate and key, in a folder named by its MAC.
+CERTIFICATES_DIR: Final = "certificates"
 # Espressif's OUI: the simulated devices look like ESP32s on a network.
 MAC_PREFIX: Final = "24:0a:c4"
 
@@ -122,7 +124,14 @@ class Fleet:
         self._zeroconf: AsyncZeroconf | None = None
 
     async def start(self) -> list[FleetDevice]:
-        """Power every device on and open its API."""
+        """Power every device on and open its API; on failure, stop what was started."""
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> list[FleetDevice]:
         options = self.options
         factory = await asyncio.to_thread(
             build_app_image,
@@ -133,12 +142,16 @@ class Fleet:
         )
         for index in range(options.count):
             mac = mac_for(index)
-            folder = options.state_dir / mac.replace(":", "") if options.state_dir else None
-            certificate = (
-                await asyncio.to_thread(load_or_create_certificate, folder, mac, hostname_for(mac))
-                if folder
-                else make_device_certificate(mac, hostname_for(mac))
-            )
+            hostname = hostname_for(mac)
+            if options.state_dir is not None:
+                certificate = await asyncio.to_thread(
+                    load_or_create_certificate,
+                    options.state_dir / CERTIFICATES_DIR / mac.replace(":", ""),
+                    mac,
+                    hostname,
+                )
+            else:
+                certificate = make_device_certificate(mac, hostname)
             secret = options.secret if options.secret is not None else derived_secret(mac)
             device = SimulatedDevice(
                 DeviceConfig(
@@ -149,7 +162,8 @@ class Fleet:
                     factory_image=factory,
                     pace=options.pace,
                     reboot_time_s=options.reboot_time_s,
-                    state_dir=folder,
+                    # One folder for the fleet: devices share the sector files.
+                    state_dir=options.state_dir,
                 )
             )
             for target in (None, index):
@@ -163,12 +177,23 @@ class Fleet:
                 FleetDevice(index, mac, "127.0.0.1", server.port, secret, certificate.fingerprint)
             )
         if options.mdns:
-            self._zeroconf = AsyncZeroconf(interfaces=["127.0.0.1"])
-            for device, server in zip(self.devices, self.servers, strict=True):
-                await self._zeroconf.async_register_service(
-                    service_info(device.info(), server.port)
-                )
+            await self._advertise()
         return self.members
+
+    async def _advertise(self) -> None:
+        """Register every online device over mDNS on the loopback interface.
+
+        All at once: each registration probes for name conflicts (about 0.75 s) and then
+        announces; one after the other, 200 devices would take minutes."""
+        zeroconf = self._zeroconf = AsyncZeroconf(interfaces=["127.0.0.1"])
+        announcements = await asyncio.gather(
+            *(
+                zeroconf.async_register_service(service_info(device.info(), server.port))
+                for device, server in zip(self.devices, self.servers, strict=True)
+                if device.online
+            )
+        )
+        await asyncio.gather(*announcements)
 
     async def stop(self) -> None:
         """Stop advertising, close every API and save every device."""
@@ -176,7 +201,6 @@ class Fleet:
             await self._zeroconf.async_unregister_all_services()
             await self._zeroconf.async_close()
             self._zeroconf = None
-        for server in self.servers:
-            await server.close()
-        for device in self.devices:
-            await device.close()
+        # Servers first: a closed server stays closed even if a reboot under way ends.
+        await asyncio.gather(*(server.close() for server in self.servers))
+        await asyncio.gather(*(device.close() for device in self.devices))

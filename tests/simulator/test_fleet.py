@@ -1,15 +1,9 @@
-"""The fleet runner and the simulator's command line."""
+"""The fleet runner: many devices in one process, state folder, mDNS advertisement."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
-import io
-import json
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,7 +11,6 @@ import aiohttp
 import pytest
 
 from custom_components.esp_ota.espota.device_client import DeviceClient
-from simulator import __main__ as cli
 from simulator import fleet as fleet_module
 from simulator.fleet import (
     SERVICE_TYPE,
@@ -27,7 +20,6 @@ from simulator.fleet import (
     mac_for,
     service_info,
 )
-from tests.conftest import REPO_ROOT
 
 from .conftest import make_image, wait_until
 from .firmware_server import FirmwareServer
@@ -116,6 +108,13 @@ async def test_state_dir_remembers_flash_and_certificate(
     finally:
         await fleet.stop()
 
+    # One shared folder: content-named sectors, a file per device, a certificate each.
+    assert any((tmp_path / "sectors").iterdir())
+    assert len(list((tmp_path / "devices").iterdir())) == 1
+    assert (
+        tmp_path / "certificates" / "240ac4000000" / "device-key.pem"
+    ).stat().st_mode & 0o077 == 0
+
     again = Fleet(options)
     (restarted,) = await again.start()
     try:
@@ -160,8 +159,11 @@ class RecordingZeroconf:
     def __init__(self, interfaces: list[str]) -> None:
         assert interfaces == ["127.0.0.1"]
 
-    async def async_register_service(self, info: Any) -> None:
+    async def async_register_service(self, info: Any) -> asyncio.Future[None]:
         RecordingZeroconf.registered.append(info)
+        announced: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        announced.set_result(None)  # what zeroconf returns: the announcements, to await
+        return announced
 
     async def async_unregister_all_services(self) -> None:
         RecordingZeroconf.registered.clear()
@@ -171,76 +173,34 @@ class RecordingZeroconf:
 
 
 async def test_mdns_advertising(socket_enabled: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With mdns on, every device is registered, and unregistered at stop."""
+    """With mdns on, every device that booted is registered, and unregistered at stop."""
     monkeypatch.setattr(fleet_module, "AsyncZeroconf", RecordingZeroconf)
-    fleet = Fleet(FleetOptions(count=2, mdns=True))
+    # Device 2's factory firmware panics at every boot: it never comes online.
+    fleet = Fleet(FleetOptions(count=3, mdns=True, faults={2: {"crash_versions": {"1.0.0"}}}))
     members = await fleet.start()
-    assert [info.port for info in RecordingZeroconf.registered] == [m.port for m in members]
+    assert not fleet.devices[2].online
+    assert [info.port for info in RecordingZeroconf.registered] == [m.port for m in members[:2]]
+    assert [info.properties[b"mac"] for info in RecordingZeroconf.registered] == [
+        mac_for(0).encode(),
+        mac_for(1).encode(),
+    ]
     await fleet.stop()
     assert RecordingZeroconf.registered == []
     assert RecordingZeroconf.closed
 
 
-@pytest.mark.parametrize(
-    ("text", "parsed"),
-    [
-        ("never_come_back=true", (None, "never_come_back", True)),
-        ("3:drop_at_byte=4096", (3, "drop_at_byte", 4096)),
-        ("slow_link_bytes_per_s=1.5e4", (None, "slow_link_bytes_per_s", 15000.0)),
-        ("crash_versions=2.0.0,2.1.0", (None, "crash_versions", {"2.0.0", "2.1.0"})),
-    ],
-)
-def test_parse_fault(text: str, parsed: tuple[int | None, str, Any]) -> None:
-    """--fault [INDEX:]NAME=VALUE with typed values."""
-    assert cli.parse_fault(text) == parsed
-
-
-@pytest.mark.parametrize("text", ["oops", "=3", "x=abc"])
-def test_parse_fault_errors(text: str) -> None:
-    """Malformed faults are usage errors."""
-    with pytest.raises(argparse.ArgumentTypeError):
-        cli.parse_fault(text)
-
-
-async def test_cli_run_in_process(tmp_path: Path, socket_enabled: None) -> None:
-    """run() starts the fleet, prints and writes it, and stops when asked."""
-    args = cli.build_parser().parse_args(
-        ["--count", "2", "--json", str(tmp_path / "fleet.json"), "--fault", "0:never_come_back=1"]
-    )
-    out = io.StringIO()
-    stop = asyncio.Event()
-    task = asyncio.create_task(cli.run(args, out, stop))
-    await wait_until(lambda: "running" in out.getvalue())
-    members = json.loads((tmp_path / "fleet.json").read_text())
-    assert [member["mac"] for member in members] == [mac_for(0), mac_for(1)]
-    stop.set()
-    assert await task == 0
-    assert out.getvalue().endswith("stopped\n")
-
-
-def test_cli_unknown_fault_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
-    """main() reports a bad fault name on stderr with exit code 1."""
-    assert cli.main(["--count", "1", "--fault", "gremlins=1"]) == 1
-    assert "unknown fault 'gremlins'" in capsys.readouterr().err
-
-
-async def test_cli_subprocess_stops_cleanly_on_ctrl_c(tmp_path: Path, socket_enabled: None) -> None:
-    """The real command: two devices reachable, then SIGINT, exit 0, nothing left."""
-    json_path = tmp_path / "fleet.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulator", "--count", "2", "--json", str(json_path),
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+async def test_a_failed_start_stops_what_it_started(socket_enabled: None) -> None:
+    """A port already taken: start() fails, and the devices started before it are closed."""
+    taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    taken_port = taken.sockets[0].getsockname()[1]
+    fleet = Fleet(FleetOptions(count=2, base_port=taken_port - 1))
     try:
-        async with asyncio.timeout(60):
-            while not json_path.exists():  # noqa: ASYNC110 - waiting on another process
-                await asyncio.sleep(0.1)
-        members = [fleet_module.FleetDevice(**m) for m in json.loads(json_path.read_text())]
-        async with aiohttp.ClientSession() as session:
-            info = await client_for(session, members[1]).info()
-        assert info.mac == mac_for(1)
+        with pytest.raises(OSError, match="address already in use"):
+            await fleet.start()
     finally:
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
-    assert stdout.decode().rstrip().endswith("stopped")
+        taken.close()
+        await taken.wait_closed()
+    assert len(fleet.devices) == 2
+    assert not fleet.devices[0].online
+    with pytest.raises(ConnectionRefusedError):  # device 0's port: nothing listens any more
+        await asyncio.open_connection("127.0.0.1", taken_port - 1)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -20,10 +21,14 @@ import aiohttp
 
 from .errors import EspOtaError
 
+_LOGGER = logging.getLogger(__name__)
+
 API_PREFIX: Final = "/api/v1"
 DEFAULT_TIMEOUT: Final = 10.0
 # The device sends a keep-alive comment every 15 s on an idle event stream.
 EVENT_STREAM_READ_TIMEOUT: Final = 45.0
+# An event is a few hundred bytes; anything this large is not protocol v1.
+MAX_EVENT_BYTES: Final = 64 * 1024
 EVENT_RECONNECT_MIN_S: Final = 0.5
 EVENT_RECONNECT_MAX_S: Final = 30.0
 ESP_ERR_INVALID_STATE: Final = "ESP_ERR_INVALID_STATE"
@@ -395,27 +400,38 @@ class DeviceClient:
     async def events(self, *, reconnect: bool = True) -> AsyncIterator[DeviceEvent]:
         """The device's events, as they happen.
 
-        With `reconnect`, a dropped stream (a reboot, a network blip) is reopened with
-        growing pauses, and `Last-Event-ID` asks the device for what was missed.
-        Authentication and certificate errors always end the stream.
+        With `reconnect`, a dropped stream (a reboot, a network blip, a silent device) is
+        reopened after a pause that doubles from EVENT_RECONNECT_MIN_S up to
+        EVENT_RECONNECT_MAX_S (back to the minimum once a connection is accepted), and
+        `Last-Event-ID` asks the device for what was missed. Authentication and
+        certificate errors always end the stream. To stop it, leave the `async for`
+        (wrap it in `contextlib.aclosing` to close the connection at once) or cancel the
+        task iterating it.
         """
         last_id: int | None = None
         pause = EVENT_RECONNECT_MIN_S
+
+        def connected() -> None:
+            nonlocal pause
+            pause = EVENT_RECONNECT_MIN_S
+
         while True:
             try:
-                async for event in self._event_stream(last_id):
+                async for event in self._event_stream(last_id, connected):
                     last_id = event.id
-                    pause = EVENT_RECONNECT_MIN_S
                     yield event
                 if not reconnect:
                     return
             except DeviceUnreachableError, DeviceProtocolError:
                 if not reconnect:
                     raise
+            _LOGGER.debug("%s: event stream ended; reconnecting in %.1f s", self.host, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, EVENT_RECONNECT_MAX_S)
 
-    async def _event_stream(self, last_id: int | None) -> AsyncIterator[DeviceEvent]:
+    async def _event_stream(
+        self, last_id: int | None, connected: Callable[[], None]
+    ) -> AsyncIterator[DeviceEvent]:
         extra = {"Accept": "text/event-stream"}
         if last_id is not None:
             extra["Last-Event-ID"] = str(last_id)
@@ -432,23 +448,34 @@ class DeviceClient:
                     raise DeviceUnauthorizedError(f"{self.host} refused the device secret")
                 if response.status != 200:
                     raise DeviceProtocolError(f"events: HTTP {response.status}")
-                fields: dict[str, str] = {}
+                connected()
+                data: list[str] = []
+                size = 0
                 async for raw_line in response.content:
                     line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
                     if line:
-                        if not line.startswith(":"):
-                            name, _, value = line.partition(":")
-                            fields[name] = value.removeprefix(" ")
+                        # Only `data` matters (the JSON repeats id and type); several
+                        # data lines join with newlines, as the SSE format says.
+                        name, _, value = line.partition(":")
+                        if name == "data":
+                            data.append(value.removeprefix(" "))
+                            size += len(raw_line)
+                            if size > MAX_EVENT_BYTES:
+                                raise DeviceProtocolError(
+                                    f"events: an event larger than {MAX_EVENT_BYTES} bytes"
+                                )
                         continue
-                    if "data" in fields:
-                        yield self._decode_event(fields["data"])
-                    fields = {}
+                    if data:
+                        yield self._decode_event("\n".join(data))
+                    data, size = [], 0
         except aiohttp.ServerFingerprintMismatch as err:
             raise CertificateMismatchError(
                 f"{self.host} presented a certificate other than the pinned one"
             ) from err
         except TimeoutError as err:
             raise DeviceTimeoutError(f"{self.host}: the event stream went silent") from err
+        except ValueError as err:  # aiohttp's reader refuses an endless line
+            raise DeviceProtocolError(f"events: unreadable stream: {err}") from err
         except (aiohttp.ClientError, OSError) as err:
             raise DeviceUnreachableError(f"event stream of {self.host} broke: {err}") from err
 
