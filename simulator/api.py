@@ -85,6 +85,11 @@ class DeviceApiServer:
         self._streams: dict[asyncio.Event, asyncio.Task[Any]] = {}
         device.attach_network(self)
 
+    @property
+    def open_streams(self) -> int:
+        """How many event streams are being served."""
+        return len(self._streams)
+
     # --- the device's network ---------------------------------------------------------
 
     async def go_online(self) -> None:

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from custom_components.esp_ota.espota.device_client import (
     CertificateMismatchError,
     DeviceBusyError,
     DeviceClient,
     DeviceEvent,
-    DeviceProtocolError,
     DeviceRefusedError,
-    DeviceTimeoutError,
     DeviceUnauthorizedError,
     DeviceUnreachableError,
     EventType,
@@ -30,6 +26,7 @@ from custom_components.esp_ota.espota.device_client import (
 from simulator import api as api_module
 from simulator.api import DeviceApiServer
 from simulator.device import SimulatedDevice
+from simulator.model import OtaEventType
 from simulator.model import OtaState as SimOtaState
 from simulator.tls import make_device_certificate
 
@@ -87,14 +84,6 @@ async def serve(make_device: DeviceFactory, socket_enabled: None) -> AsyncIterat
     for server in servers:
         await server.close()
     await session.close()
-
-
-def free_port() -> int:
-    """A port nobody listens on."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_info_over_pinned_https(serve: ServeDevice) -> None:
@@ -402,92 +391,101 @@ async def test_certificate_pinning(serve: ServeDevice) -> None:
         await unpinned.confirm()
 
 
-async def test_unreachable_and_timeouts(socket_enabled: None) -> None:
-    """Nobody listening, or a server that never answers, become typed errors."""
-    port = free_port()
-    async with aiohttp.ClientSession() as session:
-        client = DeviceClient(session, "127.0.0.1", port, SECRET, cert_fingerprint="00" * 32)
-        with pytest.raises(DeviceUnreachableError):
-            await client.info()
-        with pytest.raises(DeviceUnreachableError):
-            await client.fetch_certificate_fingerprint()
-        with pytest.raises(DeviceUnreachableError):
-            async for _ in client.events(reconnect=False):
-                pass
-
-        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await asyncio.sleep(5)
-            writer.close()
-
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        silent_port = server.sockets[0].getsockname()[1]
-        slow = DeviceClient(session, "127.0.0.1", silent_port, SECRET, timeout=0.2)
-        with pytest.raises(DeviceTimeoutError):
-            await slow.fetch_certificate_fingerprint()
-        slow.cert_fingerprint = "00" * 32
-        with pytest.raises(DeviceTimeoutError):
-            await slow.info()
-        server.close()
-        await server.wait_closed()
+def auth(served: ServedDevice, secret: str = SECRET) -> dict[str, Any]:
+    """Request options: the secret and the device's pinned certificate."""
+    return {
+        "headers": {"Authorization": f"Bearer {secret}"},
+        "ssl": aiohttp.Fingerprint(bytes.fromhex(served.server.certificate.fingerprint)),
+    }
 
 
-@pytest.fixture
-async def garbage_server(socket_enabled: None) -> AsyncIterator[tuple[int, str, dict[str, Any]]]:
-    """An HTTPS server that answers whatever the test sets, for protocol violations."""
-    certificate = make_device_certificate("00:00:00:00:00:00", "garbage.local")
-    answers: dict[str, Any] = {}
+async def test_http_errors_are_json_with_esp_idf_names(serve: ServeDevice) -> None:
+    """No such endpoint, wrong method, oversized body: JSON errors; 401 before any of them."""
+    served = await serve()
+    cases = [
+        ("GET", "/api/v1/nothing", None, 404, "ESP_ERR_NOT_FOUND"),
+        ("DELETE", "/api/v1/info", None, 405, "ESP_ERR_NOT_SUPPORTED"),
+        ("POST", "/api/v1/ota", b"{" + b" " * api_module.MAX_BODY_BYTES + b"}", 413,
+         "ESP_ERR_INVALID_SIZE"),
+        ("POST", "/api/v1/ota", b"not json", 400, "ESP_ERR_INVALID_ARG"),
+        ("POST", "/api/v1/ota", b"[1]", 400, "ESP_ERR_INVALID_ARG"),
+    ]  # fmt: skip
+    for method, path, body, status, error in cases:
+        async with served.session.request(
+            method, served.url + path, data=body, **auth(served)
+        ) as response:
+            assert (response.status, (await response.json())["error"]) == (status, error), path
+        async with served.session.request(
+            method, served.url + path, data=body, **auth(served, "wrong")
+        ) as response:
+            assert response.status == 401, path
+    assert served.device.ota_status().state is SimOtaState.IDLE
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        status, body, content_type = answers[request.path]
-        if isinstance(body, bytes):
-            return web.Response(status=status, body=body, content_type=content_type)
-        return web.json_response(body, status=status)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=certificate.server_context()).start()
-    yield runner.addresses[0][1], certificate.fingerprint, answers
-    await runner.cleanup()
+async def test_a_closed_server_stays_closed(serve: ServeDevice) -> None:
+    """close() during a reboot: the device comes back, its port does not."""
+    served = await serve(reboot_time_s=0.2)
+    await served.client.reboot()
+    await served.server.close()
+    await served.device.wait_online(within_s=10)
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", served.server.port)
 
 
-async def test_protocol_violations(garbage_server: tuple[int, str, dict[str, Any]]) -> None:
-    """Answers protocol v1 does not allow are DeviceProtocolError, never a crash."""
-    port, fingerprint, answers = garbage_server
-    async with aiohttp.ClientSession() as session:
-        client = DeviceClient(session, "127.0.0.1", port, SECRET, cert_fingerprint=fingerprint)
-        answers["/api/v1/info"] = (200, b"<html>", "text/html")
-        with pytest.raises(DeviceProtocolError, match="not JSON"):
-            await client.info()
-        answers["/api/v1/info"] = (200, [1, 2], None)
-        with pytest.raises(DeviceProtocolError, match="expected a JSON object"):
-            await client.info()
-        answers["/api/v1/ota"] = (200, {"state": "exploded", "bytes_written": 0}, None)
-        with pytest.raises(DeviceProtocolError, match="unknown value 'exploded'"):
-            await client.ota_status()
-        answers["/api/v1/ota"] = (200, {"state": "idle", "bytes_written": "lots"}, None)
-        with pytest.raises(DeviceProtocolError, match="bytes_written"):
-            await client.ota_status()
-        answers["/api/v1/ota/confirm"] = (500, {"message": "no error name"}, None)
-        with pytest.raises(DeviceProtocolError, match="error"):
-            await client.confirm()
-        answers["/api/v1/events"] = (200, b"data: not json\n\n", "text/event-stream")
-        with pytest.raises(DeviceProtocolError, match="not JSON"):
-            async for _ in client.events(reconnect=False):
-                pass
-        answers["/api/v1/events"] = (503, b"", "text/plain")
-        with pytest.raises(DeviceProtocolError, match="HTTP 503"):
-            async for _ in client.events(reconnect=False):
-                pass
-        answers["/api/v1/events"] = (401, b"", "text/plain")
-        with pytest.raises(DeviceUnauthorizedError):
-            async for _ in client.events():
-                pass
-        answers["/api/v1/events"] = (
-            200,
-            b': hello\nid: 1\nevent: start\ndata: {"id": 1, "type": "start", "ota_id": "x"}\n\n',
-            "text/event-stream",
-        )
-        events = [event async for event in client.events(reconnect=False)]
-        assert [(event.id, event.type) for event in events] == [(1, EventType.START)]
+async def test_a_reboot_ends_open_streams_after_the_reboot_event(serve: ServeDevice) -> None:
+    """A raw stream gets the reboot event, then the end of the response, then refusals."""
+    served = await serve(reboot_time_s=0.5)
+    async with served.session.get(served.url + "/api/v1/events", **auth(served)) as response:
+        assert await response.content.readuntil(b"\n\n") == b": connected\n\n"
+        assert served.server.open_streams == 1
+        await served.client.reboot()
+        async with asyncio.timeout(5):
+            rest = await response.content.read()  # up to the end of the stream
+    assert b"event: reboot\n" in rest
+    assert served.server.open_streams == 0
+    with pytest.raises(DeviceUnreachableError):
+        await served.client.ota_status()
+    await served.device.wait_online(within_s=10)
+    assert (await served.client.info()).reset_reason == "ESP_RST_SW"
+
+
+async def test_a_client_that_leaves_is_forgotten(serve: ServeDevice) -> None:
+    """A stream whose client went away is dropped at the next event, not kept forever."""
+    served = await serve()
+    async with served.session.get(served.url + "/api/v1/events", **auth(served)) as response:
+        await response.content.readuntil(b"\n\n")
+        assert served.server.open_streams == 1
+        response.connection.transport.abort()  # type: ignore[union-attr]
+    # The device notices on its next write: give it events until it has.
+    async with asyncio.timeout(10):
+        while served.server.open_streams:
+            served.device._emit(OtaEventType.REBOOT, ota_id=None)  # any event will do
+            await asyncio.sleep(0.02)
+    assert served.device.online
+
+
+async def test_replay_and_live_events_are_not_sent_twice(
+    serve: ServeDevice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event emitted while a resuming stream starts is in the replay and the queue:
+    it goes out once."""
+    served = await serve()
+    served.device._emit(OtaEventType.START, ota_id="a")
+    replay = served.device.events_since
+
+    def events_since_while_emitting(last_id: int) -> list[Any]:
+        served.device._emit(OtaEventType.CONNECTED, ota_id="a")
+        return replay(last_id)
+
+    monkeypatch.setattr(served.device, "events_since", events_since_while_emitting)
+    first = replay(0)[0].id
+    headers = {**auth(served)["headers"], "Last-Event-ID": str(first - 1)}
+    async with served.session.get(
+        served.url + "/api/v1/events", headers=headers, ssl=auth(served)["ssl"]
+    ) as response:
+        text = await response.content.readuntil(b"\n\n")
+        text += await response.content.readuntil(b"\n\n")
+        served.device._emit(OtaEventType.FINISH, ota_id="a")
+        text += await response.content.readuntil(b"\n\n")
+    ids = [int(line[4:]) for line in text.decode().splitlines() if line.startswith("id: ")]
+    assert ids == [first, first + 1, first + 2]

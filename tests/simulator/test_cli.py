@@ -130,12 +130,14 @@ def test_main_stops_on_sigterm(
     tmp_path: Path, socket_enabled: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """main(argv) in this process: a real SIGTERM stops the fleet and main returns 0."""
+    monkeypatch.chdir(tmp_path)
     out = SignalOnRunning()
     monkeypatch.setattr(sys, "stdout", out)
     previous = signal.getsignal(signal.SIGTERM)
-    assert cli.main(["--count", "1", "--json", str(tmp_path / "fleet.json")]) == 0
+    assert cli.main(["--count", "1"]) == 0
+    assert f"mac {mac_for(0)}" in out.getvalue()
     assert out.getvalue().endswith("stopped\n")
-    assert json.loads((tmp_path / "fleet.json").read_text())[0]["mac"] == mac_for(0)
+    assert not list(tmp_path.iterdir())  # no --json, no file
     assert signal.getsignal(signal.SIGTERM) == previous  # the handler was removed
 
 

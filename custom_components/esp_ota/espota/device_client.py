@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 import aiohttp
+from aiohttp import http_exceptions
 
 from .errors import EspOtaError
 
@@ -326,12 +327,15 @@ class DeviceClient:
             ) as response:
                 if response.status == 401:
                     raise DeviceUnauthorizedError(f"{self.host} refused the device secret")
+                not_json = DeviceProtocolError(
+                    f"{method} {path}: HTTP {response.status} with a body that is not JSON"
+                )
                 try:
                     data = await response.json(content_type=None)
                 except (ValueError, aiohttp.ContentTypeError) as err:
-                    raise DeviceProtocolError(
-                        f"{method} {path}: HTTP {response.status} with a body that is not JSON"
-                    ) from err
+                    raise not_json from err
+                if data is None:  # an empty body
+                    raise not_json
                 if response.status >= 400:
                     raise self._refusal(method, path, response.status, data)
                 return data
@@ -425,7 +429,7 @@ class DeviceClient:
             except DeviceUnreachableError, DeviceProtocolError:
                 if not reconnect:
                     raise
-            _LOGGER.debug("%s: event stream ended; reconnecting in %.1f s", self.host, pause)
+            _LOGGER.debug("%s: event stream ended; reconnecting in %.2f s", self.host, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, EVENT_RECONNECT_MAX_S)
 
@@ -451,7 +455,7 @@ class DeviceClient:
                 connected()
                 data: list[str] = []
                 size = 0
-                async for raw_line in response.content:
+                while raw_line := await response.content.readline(max_line_length=MAX_EVENT_BYTES):
                     line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
                     if line:
                         # Only `data` matters (the JSON repeats id and type); several
@@ -474,7 +478,8 @@ class DeviceClient:
             ) from err
         except TimeoutError as err:
             raise DeviceTimeoutError(f"{self.host}: the event stream went silent") from err
-        except ValueError as err:  # aiohttp's reader refuses an endless line
+        except (ValueError, http_exceptions.HttpProcessingError) as err:
+            # aiohttp's reader refuses a line longer than MAX_EVENT_BYTES (LineTooLong).
             raise DeviceProtocolError(f"events: unreadable stream: {err}") from err
         except (aiohttp.ClientError, OSError) as err:
             raise DeviceUnreachableError(f"event stream of {self.host} broke: {err}") from err

@@ -1,0 +1,539 @@
+"""The library's device client against hand-made HTTPS servers (no simulator).
+
+A stub device answers whatever a test tells it, so the client's handling of every answer
+protocol v1 allows, and of those it does not, is pinned down exactly: models, typed
+errors, certificate pinning, the event stream's parsing, reconnection and backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from custom_components.esp_ota.espota import device_client
+from custom_components.esp_ota.espota.device_client import (
+    CertificateMismatchError,
+    DeviceBusyError,
+    DeviceClient,
+    DeviceError,
+    DeviceEvent,
+    DeviceInfo,
+    DeviceProtocolError,
+    DeviceRefusedError,
+    DeviceTimeoutError,
+    DeviceUnauthorizedError,
+    DeviceUnreachableError,
+    EventType,
+    ImageState,
+    OtaState,
+    OtaStatus,
+)
+from custom_components.esp_ota.espota.errors import EspOtaError
+from tests.simulator.firmware_server import make_certificate
+
+SECRET = "stub-secret"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATUS = {
+    "state": "downloading",
+    "ota_id": "abc123",
+    "target_version": "2.0.0",
+    "bytes_written": 4096,
+    "image_size": 65536,
+    "error": None,
+    "message": None,
+}
+INFO = {
+    "api": 1,
+    "mac": "24:0a:c4:00:00:01",
+    "chip": "esp32",
+    "chip_revision": 301,
+    "project": "garden",
+    "version": "1.2.0",
+    "idf_ver": "v5.5.1",
+    "app_elf_sha256": "ab" * 32,
+    "secure_version": 2,
+    "running_partition": "ota_1",
+    "boot_partition": "ota_1",
+    "image_state": "pending_verify",
+    "last_invalid_partition": None,
+    "last_ota": STATUS,
+    "reset_reason": "ESP_RST_SW",
+    "uptime_s": 12,
+}
+
+
+def sse(event_id: int, event_type: str, **fields: Any) -> bytes:
+    """One server-sent event as a device writes it."""
+    data = json.dumps({"id": event_id, "type": event_type, "ota_id": "abc123", **fields})
+    return f"id: {event_id}\nevent: {event_type}\ndata: {data}\n\n".encode()
+
+
+@dataclass
+class StubDevice:
+    """An HTTPS server on 127.0.0.1 whose answers the test sets per path."""
+
+    port: int
+    fingerprint: str
+    routes: dict[str, Handler] = field(default_factory=dict)
+    requests: list[web.Request] = field(default_factory=list)
+
+    def answer(self, path: str, body: Any, status: int = 200) -> None:
+        """Answer `path` with a JSON body (or raw bytes)."""
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if isinstance(body, bytes):
+                return web.Response(status=status, body=body, content_type="text/html")
+            return web.json_response(body, status=status)
+
+        self.routes[f"/api/v1{path}"] = handler
+
+    def stream(self, *bodies: bytes | None) -> None:
+        """GET /api/v1/events: one body per connection (None: answer 503), then 503."""
+        remaining = list(bodies)
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            body = remaining.pop(0) if remaining else None
+            if body is None:
+                return web.Response(status=503)
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(body)
+            return response
+
+        self.routes["/api/v1/events"] = handler
+
+
+@pytest.fixture
+async def stub(socket_enabled: None) -> AsyncIterator[StubDevice]:
+    """A stub device with its own self-signed certificate."""
+    certificate = make_certificate("stub device")
+    der = x509.load_pem_x509_certificate(certificate.cert_pem.encode()).public_bytes(
+        serialization.Encoding.DER
+    )
+    device = StubDevice(port=0, fingerprint=hashlib.sha256(der).hexdigest())
+
+    async def dispatch(request: web.Request) -> web.StreamResponse:
+        device.requests.append(request)
+        handler = device.routes.get(request.path)
+        if handler is None:
+            return web.json_response({"error": "ESP_ERR_NOT_FOUND", "message": "?"}, status=404)
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=certificate.server_context())
+    await site.start()
+    device.port = runner.addresses[0][1]
+    yield device
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The injected session (the client never makes its own)."""
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def client_of(stub: StubDevice, session: aiohttp.ClientSession, **kwargs: Any) -> DeviceClient:
+    """A client pinned to the stub's certificate."""
+    kwargs.setdefault("cert_fingerprint", stub.fingerprint)
+    return DeviceClient(session, "127.0.0.1", stub.port, SECRET, **kwargs)
+
+
+def free_port() -> int:
+    """A port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def fast_reconnect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconnect pauses of 10 ms doubling to 40 ms."""
+    monkeypatch.setattr(device_client, "EVENT_RECONNECT_MIN_S", 0.01)
+    monkeypatch.setattr(device_client, "EVENT_RECONNECT_MAX_S", 0.04)
+
+
+def test_error_hierarchy() -> None:
+    """Every client error is a DeviceError and an EspOtaError; busy is a refusal."""
+    for error in (
+        DeviceUnreachableError,
+        DeviceTimeoutError,
+        DeviceUnauthorizedError,
+        DeviceBusyError,
+        DeviceRefusedError,
+        DeviceProtocolError,
+        CertificateMismatchError,
+    ):
+        assert issubclass(error, DeviceError)
+        assert issubclass(error, EspOtaError)
+    assert issubclass(DeviceTimeoutError, DeviceUnreachableError)
+    assert issubclass(DeviceBusyError, DeviceRefusedError)
+    refused = DeviceRefusedError("ESP_ERR_INVALID_ARG", "bad url")
+    assert (refused.error_name, refused.message, str(refused)) == (
+        "ESP_ERR_INVALID_ARG",
+        "bad url",
+        "ESP_ERR_INVALID_ARG: bad url",
+    )
+
+
+async def test_models_and_requests(stub: StubDevice, session: aiohttp.ClientSession) -> None:
+    """Each method sends the documented request and returns typed, frozen models."""
+    client = client_of(stub, session)
+    assert client.base_url == f"https://127.0.0.1:{stub.port}/api/v1"
+    stub.answer("/info", INFO)
+    stub.answer("/ota", STATUS)
+    info = await client.info()
+    assert info == DeviceInfo(
+        api=1,
+        mac="24:0a:c4:00:00:01",
+        chip="esp32",
+        chip_revision=301,
+        project="garden",
+        version="1.2.0",
+        idf_ver="v5.5.1",
+        app_elf_sha256="ab" * 32,
+        secure_version=2,
+        running_partition="ota_1",
+        boot_partition="ota_1",
+        image_state=ImageState.PENDING_VERIFY,
+        last_invalid_partition=None,
+        last_ota=OtaStatus(OtaState.DOWNLOADING, "abc123", "2.0.0", 4096, 65536, None, None),
+        reset_reason="ESP_RST_SW",
+        uptime_s=12.0,
+    )
+    with pytest.raises(AttributeError):
+        info.version = "9"  # type: ignore[misc]
+    assert await client.ota_status() == info.last_ota
+
+    captured: list[Any] = []
+
+    async def start(request: web.Request) -> web.Response:
+        captured.append(await request.json())
+        return web.json_response({"ota_id": "job-1"}, status=202)
+
+    stub.routes["/api/v1/ota"] = start
+    ota_id = await client.start_ota(
+        url="https://fw.local/a.bin",
+        sha256="cd" * 32,
+        size=4096,
+        version="2.0.0",
+        cert_pem="PEM",
+        headers={"X-Token": "t"},
+    )
+    assert ota_id == "job-1"
+    assert captured == [
+        {
+            "url": "https://fw.local/a.bin",
+            "sha256": "cd" * 32,
+            "size": 4096,
+            "version": "2.0.0",
+            "cert_pem": "PEM",
+            "headers": {"X-Token": "t"},
+        }
+    ]
+    for path in ("/ota/abort", "/ota/confirm", "/ota/rollback", "/reboot"):
+        stub.answer(path, {"ok": True})
+    await client.abort_ota()
+    await client.confirm()
+    await client.rollback()
+    await client.reboot()
+    sent = [(request.method, request.path) for request in stub.requests]
+    assert sent[-4:] == [
+        ("POST", "/api/v1/ota/abort"),
+        ("POST", "/api/v1/ota/confirm"),
+        ("POST", "/api/v1/ota/rollback"),
+        ("POST", "/api/v1/reboot"),
+    ]
+    assert {request.headers["Authorization"] for request in stub.requests} == {f"Bearer {SECRET}"}
+
+
+async def test_refusals_are_typed(stub: StubDevice, session: aiohttp.ClientSession) -> None:
+    """401 -> unauthorized; 409 ESP_ERR_INVALID_STATE on POST /ota -> busy; others refused."""
+    client = client_of(stub, session)
+    stub.answer("/info", {"error": "UNAUTHORIZED", "message": "no"}, status=401)
+    with pytest.raises(DeviceUnauthorizedError):
+        await client.info()
+    stub.answer("/ota", {"error": "ESP_ERR_INVALID_STATE", "message": "OTA x runs"}, status=409)
+    with pytest.raises(DeviceBusyError) as busy:
+        await client.start_ota(url="u", sha256="s", size=1, version="v", cert_pem="c")
+    assert (busy.value.error_name, busy.value.message) == ("ESP_ERR_INVALID_STATE", "OTA x runs")
+    stub.answer("/ota", {"error": "ESP_ERR_OTA_ROLLBACK_INVALID_STATE", "message": "m"}, 409)
+    with pytest.raises(DeviceRefusedError) as pending:
+        await client.start_ota(url="u", sha256="s", size=1, version="v", cert_pem="c")
+    assert not isinstance(pending.value, DeviceBusyError)
+    assert pending.value.error_name == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
+    stub.answer("/ota/abort", {"error": "ESP_ERR_INVALID_STATE", "message": "nothing"}, 409)
+    with pytest.raises(DeviceRefusedError) as nothing:
+        await client.abort_ota()
+    assert not isinstance(nothing.value, DeviceBusyError)
+    stub.answer("/ota/confirm", {"error": "ESP_ERR_NOT_FOUND"}, status=404)
+    with pytest.raises(DeviceRefusedError) as missing:
+        await client.confirm()
+    assert (missing.value.error_name, missing.value.message) == ("ESP_ERR_NOT_FOUND", "")
+
+
+async def test_protocol_violations(stub: StubDevice, session: aiohttp.ClientSession) -> None:
+    """Answers protocol v1 does not allow are DeviceProtocolError, never a crash."""
+    client = client_of(stub, session)
+    stub.answer("/info", b"<html>")
+    with pytest.raises(DeviceProtocolError, match="not JSON"):
+        await client.info()
+    stub.answer("/info", [1, 2])
+    with pytest.raises(DeviceProtocolError, match="expected a JSON object"):
+        await client.info()
+    stub.answer("/info", {**INFO, "last_ota": "none"})
+    with pytest.raises(DeviceProtocolError, match=r"info\.last_ota: expected a JSON object"):
+        await client.info()
+    stub.answer("/info", {**INFO, "uptime_s": "long"})
+    with pytest.raises(DeviceProtocolError, match=r"info\.uptime_s"):
+        await client.info()
+    stub.answer("/info", {**INFO, "api": True})  # a bool is not a number here
+    with pytest.raises(DeviceProtocolError, match=r"info\.api"):
+        await client.info()
+    stub.answer("/ota", {**STATUS, "state": "exploded"})
+    with pytest.raises(DeviceProtocolError, match="unknown value 'exploded'"):
+        await client.ota_status()
+    stub.answer("/ota", {**STATUS, "bytes_written": "lots"})
+    with pytest.raises(DeviceProtocolError, match="bytes_written"):
+        await client.ota_status()
+    stub.answer("/ota", {"ota": 5}, status=202)
+    with pytest.raises(DeviceProtocolError, match="ota_id"):
+        await client.start_ota(url="u", sha256="s", size=1, version="v", cert_pem="c")
+    stub.answer("/ota/confirm", {"message": "no error name"}, status=500)
+    with pytest.raises(DeviceProtocolError, match="error"):
+        await client.confirm()
+    stub.answer("/reboot", b"", status=200)
+    with pytest.raises(DeviceProtocolError, match="not JSON"):
+        await client.reboot()
+
+
+async def test_event_stream_parsing(stub: StubDevice, session: aiohttp.ClientSession) -> None:
+    """Comments, id/event lines and CRLF are skipped; several data lines join."""
+    client = client_of(stub, session)
+    stub.stream(
+        b": connected\r\n\r\n"
+        + sse(1, "start")
+        + b'id: 2\r\nevent: write_flash\r\ndata: {"id": 2, "type": "write_flash",\r\n'
+        b'data: "bytes_written": 4096, "image_size": 8192}\r\n\r\n'
+        + sse(3, "abort", error="ESP_FAIL")
+        + b"id: 4\n\n"  # no data: not an event
+    )
+    events = [event async for event in client.events(reconnect=False)]
+    assert events == [
+        DeviceEvent(1, EventType.START, "abc123", None, None, None, None, None),
+        DeviceEvent(2, EventType.WRITE_FLASH, None, 4096, 8192, None, None, None),
+        DeviceEvent(3, EventType.ABORT, "abc123", None, None, None, None, "ESP_FAIL"),
+    ]
+    assert stub.requests[-1].headers["Accept"] == "text/event-stream"
+    assert "Last-Event-ID" not in stub.requests[-1].headers
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"data: not json\n\n", "not JSON"),
+        (b'data: {"id": 1, "type": "teleport"}\n\n', "unknown value 'teleport'"),
+        (b"data: " + b"x" * 40_000 + b"\ndata: " + b"x" * 40_000 + b"\n", "larger than"),
+        (b"data: " + b"x" * 300_000, "unreadable stream"),
+    ],
+    ids=["not-json", "unknown-type", "too-large", "endless-line"],
+)
+async def test_event_stream_violations(
+    stub: StubDevice, session: aiohttp.ClientSession, body: bytes, match: str
+) -> None:
+    """Garbage on the event stream is a DeviceProtocolError."""
+    stub.stream(body)
+    with pytest.raises(DeviceProtocolError, match=match):
+        async for _ in client_of(stub, session).events(reconnect=False):
+            pass
+
+
+async def test_event_stream_refusals(stub: StubDevice, session: aiohttp.ClientSession) -> None:
+    """401 ends the stream even with reconnect; another status is a protocol error."""
+    client = client_of(stub, session)
+    stub.stream(None)
+    with pytest.raises(DeviceProtocolError, match="HTTP 503"):
+        async for _ in client.events(reconnect=False):
+            pass
+
+    async def unauthorized(request: web.Request) -> web.Response:
+        return web.json_response({"error": "UNAUTHORIZED", "message": "no"}, status=401)
+
+    stub.routes["/api/v1/events"] = unauthorized
+    with pytest.raises(DeviceUnauthorizedError):
+        async for _ in client.events():
+            pass
+
+
+async def test_reconnects_with_last_event_id(
+    stub: StubDevice, session: aiohttp.ClientSession, fast_reconnect: None
+) -> None:
+    """A stream that ends is reopened with Last-Event-ID of the last event seen."""
+    stub.stream(sse(1, "start") + sse(2, "connected"), None, sse(3, "reboot"))
+    client = client_of(stub, session)
+    seen: list[int] = []
+    async with contextlib.aclosing(client.events()) as events:  # type: ignore[type-var]
+        async for event in events:
+            seen.append(event.id)
+            if event.type is EventType.REBOOT:
+                break
+    assert seen == [1, 2, 3]
+    last_ids = [request.headers.get("Last-Event-ID") for request in stub.requests]
+    assert last_ids == [None, "2", "2"]
+
+
+async def test_backoff_doubles_to_its_bound_and_resets(
+    stub: StubDevice,
+    session: aiohttp.ClientSession,
+    fast_reconnect: None,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Pauses double up to EVENT_RECONNECT_MAX_S and start again after a good connection."""
+    stub.stream(None, None, None, None, b"", None, sse(1, "reboot"))
+    caplog.set_level(logging.DEBUG, logger=device_client.__name__)
+    client = client_of(stub, session)
+    async with contextlib.aclosing(client.events()) as events:  # type: ignore[type-var]
+        async for _ in events:
+            break
+    pauses = [
+        record.args[1]
+        for record in caplog.records
+        if "reconnecting" in record.getMessage() and isinstance(record.args, tuple)
+    ]
+    assert pauses == [0.01, 0.02, 0.04, 0.04, 0.01, 0.02]
+
+
+async def test_stopping_the_stream_closes_the_connection(
+    stub: StubDevice, session: aiohttp.ClientSession, fast_reconnect: None
+) -> None:
+    """Cancelling the consumer (or closing the iterator) ends the device's stream."""
+    stream_opened = asyncio.Event()
+    left: list[asyncio.Event] = []
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        stream_opened.set()
+        left.append(gone := asyncio.Event())
+        try:
+            while True:
+                await response.write(b": keep-alive\n\n")
+                await asyncio.sleep(0.02)
+        except ConnectionResetError:
+            gone.set()
+        return response
+
+    stub.routes["/api/v1/events"] = endless
+    client = client_of(stub, session)
+
+    async def consume() -> None:
+        async for _ in client.events():
+            pass
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(stream_opened.wait(), 5)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    await asyncio.wait_for(left[0].wait(), 5)
+
+    # While it waits to reconnect, too.
+    stub.stream(None)
+    consumer = asyncio.create_task(consume())
+    await asyncio.sleep(0.05)
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+
+
+async def test_certificate_pinning(stub: StubDevice, session: aiohttp.ClientSession) -> None:
+    """Trust on first use reads the fingerprint; any other pin is refused, as is none."""
+    stub.answer("/info", INFO)
+    unpinned = DeviceClient(session, "127.0.0.1", stub.port, SECRET)
+    assert await unpinned.fetch_certificate_fingerprint() == stub.fingerprint
+    assert stub.requests == []  # reading the certificate sends no request (and no secret)
+    with pytest.raises(CertificateMismatchError, match="no certificate is pinned"):
+        await unpinned.info()
+    unpinned.cert_fingerprint = stub.fingerprint
+    assert (await unpinned.info()).mac == INFO["mac"]
+    impostor = client_of(stub, session, cert_fingerprint="00" * 32)
+    with pytest.raises(CertificateMismatchError, match="other than the pinned"):
+        await impostor.info()
+    with pytest.raises(CertificateMismatchError):
+        async for _ in impostor.events():
+            pass
+    assert len(stub.requests) == 1  # the impostor's requests never left the TLS handshake
+
+
+async def test_unreachable_and_timeouts(socket_enabled: None) -> None:
+    """Nobody listening, or a server that never answers, become typed errors."""
+    port = free_port()
+    async with aiohttp.ClientSession() as session:
+        client = DeviceClient(session, "127.0.0.1", port, SECRET, cert_fingerprint="00" * 32)
+        with pytest.raises(DeviceUnreachableError):
+            await client.info()
+        with pytest.raises(DeviceUnreachableError):
+            await client.fetch_certificate_fingerprint()
+        with pytest.raises(DeviceUnreachableError):
+            async for _ in client.events(reconnect=False):
+                pass
+
+        hang_up = asyncio.Event()
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await hang_up.wait()
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        silent_port = server.sockets[0].getsockname()[1]
+        slow = DeviceClient(session, "127.0.0.1", silent_port, SECRET, timeout=0.2)
+        with pytest.raises(DeviceTimeoutError):
+            await slow.fetch_certificate_fingerprint()
+        slow.cert_fingerprint = "00" * 32
+        with pytest.raises(DeviceTimeoutError):
+            await slow.info()
+        hang_up.set()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_silent_event_stream_times_out(
+    stub: StubDevice, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No byte (not even a keep-alive) for EVENT_STREAM_READ_TIMEOUT: DeviceTimeoutError."""
+    monkeypatch.setattr(device_client, "EVENT_STREAM_READ_TIMEOUT", 0.1)
+
+    release, done = asyncio.Event(), asyncio.Event()
+
+    async def mute(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await release.wait()
+        done.set()
+        return response
+
+    stub.routes["/api/v1/events"] = mute
+    with pytest.raises(DeviceTimeoutError, match="went silent"):
+        async for _ in client_of(stub, session).events(reconnect=False):
+            pass
+    release.set()
+    await asyncio.wait_for(done.wait(), 5)
