@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from custom_components.esp_ota.espota import device_client
 from custom_components.esp_ota.espota.device_client import (
     CertificateMismatchError,
     DeviceBusyError,
@@ -236,25 +237,35 @@ async def test_full_update_through_the_api(
     assert (await served.client.info()).image_state is ImageState.VALID
 
 
-async def test_event_stream_survives_a_reboot(serve: ServeDevice) -> None:
-    """The client's stream reconnects after the device restarts and resumes by id."""
+async def test_event_stream_survives_a_reboot(
+    serve: ServeDevice, firmware_server: FirmwareServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One client stream across a reboot: it reconnects, and Last-Event-ID brings the
+    events the device sent while the client was away."""
+    # The client waits 1 s before reconnecting; the device is back after 0.2 s.
+    monkeypatch.setattr(device_client, "EVENT_RECONNECT_MIN_S", 1.0)
     served = await serve(reboot_time_s=0.2)
+    image = make_image("2.0.0")
     stream = asyncio.create_task(
-        collect(served.client, lambda event: event.type is EventType.REBOOT, within_s=15)
+        collect(served.client, lambda event: event.error is not None, within_s=15)
     )
     await asyncio.sleep(0.1)
     await served.client.reboot()
+    await served.device.wait_online(within_s=10)
+    # While the client is still away: a job that fails at the end (wrong SHA-256).
+    ota_id = await served.client.start_ota(
+        url=firmware_server.add("/fw.bin", image),
+        sha256="00" * 32,
+        size=len(image),
+        version="2.0.0",
+        cert_pem=firmware_server.cert_pem,
+    )
     events = await stream
-    assert events[-1].type is EventType.REBOOT
-    await served.device.wait_online(within_s=10)
-    # A second reboot is seen by a stream opened before the first one.
-    second = asyncio.create_task(
-        collect(served.client, lambda event: event.type is EventType.REBOOT, within_s=15)
-    )
-    await asyncio.sleep(0.1)
-    await served.client.reboot()
-    await served.device.wait_online(within_s=10)
-    assert (await second)[-1].type is EventType.REBOOT
+    assert events[0].type is EventType.REBOOT
+    assert events[1].type is EventType.START
+    assert events[1].ota_id == ota_id
+    ids = [event.id for event in events]
+    assert ids == list(range(ids[0], ids[0] + len(ids)))  # nothing lost, nothing twice
 
 
 async def test_last_event_id_replays_missed_events(
