@@ -475,13 +475,20 @@ async def test_certificate_pinning(stub: StubDevice, session: aiohttp.ClientSess
         await unpinned.info()
     unpinned.cert_fingerprint = stub.fingerprint
     assert (await unpinned.info()).mac == INFO["mac"]
+    openssl_spelling = ":".join(
+        stub.fingerprint[i : i + 2].upper() for i in range(0, len(stub.fingerprint), 2)
+    )
+    assert (await client_of(stub, session, cert_fingerprint=openssl_spelling).info()).api == 1
+    for malformed in ("zz" * 32, "ab" * 20):
+        with pytest.raises(CertificateMismatchError, match="is not a SHA-256"):
+            await client_of(stub, session, cert_fingerprint=malformed).info()
     impostor = client_of(stub, session, cert_fingerprint="00" * 32)
     with pytest.raises(CertificateMismatchError, match="other than the pinned"):
         await impostor.info()
     with pytest.raises(CertificateMismatchError):
         async for _ in impostor.events():
             pass
-    assert len(stub.requests) == 1  # the impostor's requests never left the TLS handshake
+    assert len(stub.requests) == 2  # the impostor's requests never left the TLS handshake
 
 
 async def test_unreachable_and_timeouts(socket_enabled: None) -> None:

@@ -309,7 +309,16 @@ class DeviceClient:
             raise CertificateMismatchError(
                 "no certificate is pinned: call fetch_certificate_fingerprint() first"
             )
-        return aiohttp.Fingerprint(bytes.fromhex(self.cert_fingerprint))
+        # Also accept openssl's spelling (AB:CD:...) of the same 32 bytes.
+        try:
+            digest = bytes.fromhex(self.cert_fingerprint.replace(":", ""))
+        except ValueError:
+            digest = b""
+        if len(digest) != hashlib.sha256().digest_size:
+            raise CertificateMismatchError(
+                f"the pinned fingerprint {self.cert_fingerprint!r} is not a SHA-256 in hex"
+            )
+        return aiohttp.Fingerprint(digest)
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._secret}", **(extra or {})}
