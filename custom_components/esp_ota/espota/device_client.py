@@ -35,6 +35,21 @@ EVENT_RECONNECT_MAX_S: Final = 30.0
 ESP_ERR_INVALID_STATE: Final = "ESP_ERR_INVALID_STATE"
 
 
+def _read_only_tls() -> ssl.SSLContext:
+    """A client context that accepts any certificate, only to read it (trust on first use).
+
+    Built without loading CA files (nothing is verified), so making it does no blocking
+    I/O, unlike ssl.create_default_context()."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_READ_ONLY_TLS: Final = _read_only_tls()
+
+
 class DeviceError(EspOtaError):
     """Talking to a device failed."""
 
@@ -284,12 +299,9 @@ class DeviceClient:
         This is the trust-on-first-use step: the caller shows or stores the value and
         passes it as `cert_fingerprint` from then on.
         """
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # not trusted yet: we only read it
         try:
             async with asyncio.timeout(self._timeout):
-                _, writer = await asyncio.open_connection(self.host, self.port, ssl=context)
+                _, writer = await asyncio.open_connection(self.host, self.port, ssl=_READ_ONLY_TLS)
         except TimeoutError as err:
             raise DeviceTimeoutError(f"{self.host}:{self.port} did not answer") from err
         except (OSError, ssl.SSLError) as err:
