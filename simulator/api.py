@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Any, Final
@@ -78,7 +79,7 @@ class DeviceApiServer:
         self.certificate = certificate
         self.host = host
         self.port = port
-        self._ssl = certificate.server_context()
+        self._ssl: ssl.SSLContext | None = None  # made on the first go_online (file I/O)
         self._runner: web.AppRunner | None = None
         self._closed = False
         # Open event streams: each one's "stop" event and the task serving it.
@@ -96,6 +97,9 @@ class DeviceApiServer:
         """Listen (again) on the device's port; the first call picks it when port is 0."""
         if self._runner is not None or self._closed:
             return
+        if self._ssl is None:
+            # ssl loads a certificate from files only: keep that off the event loop.
+            self._ssl = await asyncio.to_thread(self.certificate.server_context)
         app = web.Application(middlewares=[self._authenticate], client_max_size=MAX_BODY_BYTES)
         app.router.add_get(f"{API_PREFIX}/info", self._info)
         app.router.add_get(f"{API_PREFIX}/ota", self._ota_status)
@@ -112,8 +116,15 @@ class DeviceApiServer:
         )
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
         self.port = runner.addresses[0][1]
+        if self.closed():  # close() came while the port was opening
+            await runner.cleanup()
+            return
         self._runner = runner
 
     async def go_offline(self) -> None:
@@ -126,6 +137,10 @@ class DeviceApiServer:
             await asyncio.wait(list(self._streams.values()), timeout=STREAM_FLUSH_S)
         if runner is not None:
             await runner.cleanup()
+
+    def closed(self) -> bool:
+        """Whether close() was called: the port stays shut from then on."""
+        return self._closed
 
     async def close(self) -> None:
         """Stop serving for good: a reboot still under way cannot reopen the port.

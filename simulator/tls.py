@@ -54,9 +54,17 @@ class DeviceCertificate:
 
 
 def make_device_certificate(mac: str, hostname: str) -> DeviceCertificate:
-    """A new self-signed P-256 certificate for 127.0.0.1 and the device's mDNS name."""
+    """A new self-signed P-256 certificate for 127.0.0.1 and the device's mDNS name.
+
+    The common name is the mDNS host name; the MAC goes in the serial-number attribute so
+    the certificate says which device it belongs to."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"esp-ota {mac}")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, hostname),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, mac),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
     certificate = (
         x509.CertificateBuilder()

@@ -544,3 +544,54 @@ async def test_a_silent_event_stream_times_out(
             pass
     release.set()
     await asyncio.wait_for(done.wait(), 5)
+
+
+async def test_the_stream_ends_when_its_session_closes(
+    stub: StubDevice, fast_reconnect: None
+) -> None:
+    """Closing the injected session (Home Assistant stopping) ends the iteration quietly,
+    whether a stream is open or the client waits to reconnect; a closed session opens none."""
+    stream_opened = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(sse(1, "start"))
+        stream_opened.set()
+        with contextlib.suppress(ConnectionResetError):
+            while True:
+                await response.write(b": keep-alive\n\n")
+                await asyncio.sleep(0.02)
+        return response
+
+    stub.routes["/api/v1/events"] = endless
+    session = aiohttp.ClientSession()
+    client = client_of(stub, session)
+    seen: list[int] = []
+
+    async def consume() -> None:
+        seen.extend([event.id async for event in client.events()])
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(stream_opened.wait(), 5)
+    await session.close()
+    await asyncio.wait_for(consumer, 5)  # ends without an error
+    assert seen == [1]
+
+    requests_before = len(stub.requests)
+    assert [event async for event in client.events()] == []
+    assert len(stub.requests) == requests_before
+
+
+async def test_other_runtime_errors_are_not_hidden(
+    stub: StubDevice, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a closed session turns aiohttp's RuntimeError into the end of the stream."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(session, "get", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        async for _ in client_of(stub, session).events():
+            pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -500,3 +501,42 @@ async def test_replay_and_live_events_are_not_sent_twice(
         text += await response.content.readuntil(b"\n\n")
     ids = [int(line[4:]) for line in text.decode().splitlines() if line.startswith("id: ")]
     assert ids == [first, first + 1, first + 2]
+
+
+async def test_close_while_the_port_opens_leaves_it_closed(
+    make_device: DeviceFactory, socket_enabled: None
+) -> None:
+    """close() racing the first go_online: the port ends up closed, not half open."""
+    device = await make_device(secret=SECRET)
+    server = DeviceApiServer(device, make_device_certificate(device.config.mac, "x.local"))
+    opening = asyncio.create_task(server.go_online())
+    await asyncio.sleep(0)  # go_online is making its TLS context in a thread
+    await server.close()
+    await opening
+    assert server.port != 0
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", server.port)
+
+
+async def test_a_taken_port_fails_and_can_be_retried(
+    make_device: DeviceFactory, socket_enabled: None
+) -> None:
+    """The port is in use: go_online raises; once it is free, the same server opens it."""
+    device = await make_device(secret=SECRET)
+    certificate = make_device_certificate(device.config.mac, "x.local")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server = DeviceApiServer(device, certificate, port=port)
+        with pytest.raises(OSError, match="address already in use"):
+            await server.go_online()
+    await server.go_online()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = DeviceClient(
+                session, "127.0.0.1", port, SECRET, cert_fingerprint=certificate.fingerprint
+            )
+            assert (await client.info()).mac == device.config.mac
+    finally:
+        await server.close()

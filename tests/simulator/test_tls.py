@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 
 from simulator.tls import (
     CERT_FILE,
@@ -23,6 +24,12 @@ def test_certificate_names_fingerprint_and_context() -> None:
     certificate = make_device_certificate("24:0a:c4:00:00:01", "esp-ota-240ac4000001.local")
     parsed = x509.load_pem_x509_certificate(certificate.cert_pem)
     assert parsed.issuer == parsed.subject
+    assert parsed.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "esp-ota-240ac4000001.local"
+    )
+    assert parsed.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)[0].value == (
+        "24:0a:c4:00:00:01"
+    )
     names = parsed.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert names.get_values_for_type(x509.DNSName) == ["esp-ota-240ac4000001.local"]
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.IPv4Address("127.0.0.1")]

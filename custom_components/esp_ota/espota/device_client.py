@@ -268,6 +268,29 @@ def _device_event(reader: _Reader) -> DeviceEvent:
     )
 
 
+async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+    """The `data` of each server-sent event (comments, `id:` and `event:` lines skipped:
+    the JSON repeats id and type); several data lines join with newlines, as the SSE
+    format says."""
+    data: list[str] = []
+    size = 0
+    while raw_line := await content.readline(max_line_length=MAX_EVENT_BYTES):
+        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+        if line:
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value.removeprefix(" "))
+                size += len(raw_line)
+                if size > MAX_EVENT_BYTES:
+                    raise DeviceProtocolError(
+                        f"events: an event larger than {MAX_EVENT_BYTES} bytes"
+                    )
+            continue
+        if data:
+            yield "\n".join(data)
+        data, size = [], 0
+
+
 class DeviceClient:
     """Talks to one device over HTTPS, pinned to its certificate."""
 
@@ -422,6 +445,10 @@ class DeviceClient:
         """Restart the device (esp_restart)."""
         await self._request("POST", "/reboot")
 
+    def _session_closed(self) -> bool:
+        """Whether the injected session was closed (read anew at every call)."""
+        return self._session.closed
+
     async def events(self, *, reconnect: bool = True) -> AsyncIterator[DeviceEvent]:
         """The device's events, as they happen.
 
@@ -429,9 +456,10 @@ class DeviceClient:
         reopened after a pause that doubles from EVENT_RECONNECT_MIN_S up to
         EVENT_RECONNECT_MAX_S (back to the minimum once a connection is accepted), and
         `Last-Event-ID` asks the device for what was missed. Authentication and
-        certificate errors always end the stream. To stop it, leave the `async for`
-        (wrap it in `contextlib.aclosing` to close the connection at once) or cancel the
-        task iterating it.
+        certificate errors always end the stream. It ends quietly when the injected
+        session is closed (Home Assistant shutting down). To stop it otherwise, leave the
+        `async for` (wrap it in `contextlib.aclosing` to close the connection at once) or
+        cancel the task iterating it.
         """
         last_id: int | None = None
         pause = EVENT_RECONNECT_MIN_S
@@ -440,7 +468,7 @@ class DeviceClient:
             nonlocal pause
             pause = EVENT_RECONNECT_MIN_S
 
-        while True:
+        while not self._session_closed():
             try:
                 async for event in self._event_stream(last_id, connected):
                     last_id = event.id
@@ -448,6 +476,8 @@ class DeviceClient:
                 if not reconnect:
                     return
             except DeviceUnreachableError, DeviceProtocolError:
+                if self._session_closed():
+                    return  # the stream broke because its session was closed
                 if not reconnect:
                     raise
             _LOGGER.debug("%s: event stream ended; reconnecting in %.2f s", self.host, pause)
@@ -474,25 +504,8 @@ class DeviceClient:
                 if response.status != 200:
                     raise DeviceProtocolError(f"events: HTTP {response.status}")
                 connected()
-                data: list[str] = []
-                size = 0
-                while raw_line := await response.content.readline(max_line_length=MAX_EVENT_BYTES):
-                    line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
-                    if line:
-                        # Only `data` matters (the JSON repeats id and type); several
-                        # data lines join with newlines, as the SSE format says.
-                        name, _, value = line.partition(":")
-                        if name == "data":
-                            data.append(value.removeprefix(" "))
-                            size += len(raw_line)
-                            if size > MAX_EVENT_BYTES:
-                                raise DeviceProtocolError(
-                                    f"events: an event larger than {MAX_EVENT_BYTES} bytes"
-                                )
-                        continue
-                    if data:
-                        yield self._decode_event("\n".join(data))
-                    data, size = [], 0
+                async for data in _sse_data(response.content):
+                    yield self._decode_event(data)
         except aiohttp.ServerFingerprintMismatch as err:
             raise CertificateMismatchError(
                 f"{self.host} presented a certificate other than the pinned one"
@@ -504,6 +517,11 @@ class DeviceClient:
             raise DeviceProtocolError(f"events: unreadable stream: {err}") from err
         except (aiohttp.ClientError, OSError) as err:
             raise DeviceUnreachableError(f"event stream of {self.host} broke: {err}") from err
+        except RuntimeError as err:
+            # aiohttp's "Connection closed." / "Session is closed": the session went away.
+            if not self._session_closed():
+                raise
+            raise DeviceUnreachableError(f"event stream of {self.host}: session closed") from err
 
     @staticmethod
     def _decode_event(data: str) -> DeviceEvent:
