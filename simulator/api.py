@@ -36,6 +36,8 @@ STREAM_FLUSH_S: Final = 1.0
 MAX_BODY_BYTES: Final = 16 * 1024
 # Refusals that mean "not now" (409) rather than "never like this" (400).
 _BAD_REQUEST_ERRORS: Final = frozenset({"ESP_ERR_INVALID_ARG", "ESP_ERR_INVALID_SIZE"})
+# esp_http_server's name for the status (httpd_err_code_t): ESP-IDF has no esp_err_t for it.
+UNAUTHORIZED: Final = "HTTPD_401_UNAUTHORIZED"
 # HTTP-level refusals (no such endpoint, wrong method, body too large) as ESP-IDF names.
 _HTTP_ERRORS: Final = {
     404: "ESP_ERR_NOT_FOUND",
@@ -162,7 +164,9 @@ class DeviceApiServer:
         if not self.device.config.secret or not hmac.compare_digest(
             hashlib.sha256(supplied.encode()).digest(), hashlib.sha256(expected.encode()).digest()
         ):
-            return _error(401, "UNAUTHORIZED", "missing or wrong device secret")
+            refusal = _error(401, UNAUTHORIZED, "missing or wrong device secret")
+            refusal.headers["WWW-Authenticate"] = 'Bearer realm="esp-ota"'
+            return refusal
         try:
             return await handler(request)
         except web.HTTPException as err:

@@ -269,7 +269,7 @@ async def test_models_and_requests(stub: StubDevice, session: aiohttp.ClientSess
 async def test_refusals_are_typed(stub: StubDevice, session: aiohttp.ClientSession) -> None:
     """401 -> unauthorized; 409 ESP_ERR_INVALID_STATE on POST /ota -> busy; others refused."""
     client = client_of(stub, session)
-    stub.answer("/info", {"error": "UNAUTHORIZED", "message": "no"}, status=401)
+    stub.answer("/info", {"error": "HTTPD_401_UNAUTHORIZED", "message": "no"}, status=401)
     with pytest.raises(DeviceUnauthorizedError):
         await client.info()
     stub.answer("/ota", {"error": "ESP_ERR_INVALID_STATE", "message": "OTA x runs"}, status=409)
@@ -376,7 +376,7 @@ async def test_event_stream_refusals(stub: StubDevice, session: aiohttp.ClientSe
             pass
 
     async def unauthorized(request: web.Request) -> web.Response:
-        return web.json_response({"error": "UNAUTHORIZED", "message": "no"}, status=401)
+        return web.json_response({"error": "HTTPD_401_UNAUTHORIZED", "message": "no"}, status=401)
 
     stub.routes["/api/v1/events"] = unauthorized
     with pytest.raises(DeviceUnauthorizedError):

@@ -131,7 +131,8 @@ async def test_unauthenticated_requests_get_401_and_do_nothing(
             ssl=aiohttp.Fingerprint(bytes.fromhex(served.server.certificate.fingerprint)),
         ) as response:
             assert response.status == 401, path
-            assert (await response.json())["error"] == "UNAUTHORIZED"
+            assert (await response.json())["error"] == "HTTPD_401_UNAUTHORIZED"
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert served.device.online
     assert served.device.ota_status().state.value == "idle"
     assert firmware_server.requests == []
