@@ -256,6 +256,7 @@ class DeviceApiServer:
             else:
                 await response.write(b": connected\n\n")
             stopping = asyncio.ensure_future(stop.wait())
+            getter: asyncio.Future[OtaEvent] | None = None
             try:
                 while not stop.is_set():
                     getter = asyncio.ensure_future(queue.get())
@@ -271,7 +272,12 @@ class DeviceApiServer:
                 while not queue.empty():  # going offline: what was emitted still goes out
                     await send(queue.get_nowait())
             finally:
-                stopping.cancel()
+                # Also when this handler is cancelled: leave no waiter behind.
+                waiters = [f for f in (stopping, getter) if f is not None and not f.done()]
+                for waiter in waiters:
+                    waiter.cancel()
+                if waiters:
+                    await asyncio.wait(waiters)
         except ConnectionResetError:
             pass  # the client went away
         finally:
