@@ -1,10 +1,201 @@
-"""Fixtures for the Home Assistant layer's tests."""
+"""Fixtures for the Home Assistant layer's tests: real simulated devices, a real feed."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
 import pytest
+from aiohttp import web
+from homeassistant.const import CONF_HOST, CONF_MAC, CONF_PORT
+from homeassistant.core import HomeAssistant
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.esp_ota.const import (
+    CONF_CERT_FINGERPRINT,
+    CONF_CHANNEL,
+    CONF_FEED_PUBLIC_KEY,
+    CONF_FEED_URL,
+    CONF_REBOOT_TIMEOUT,
+    CONF_SECRET,
+    DOMAIN,
+)
+from custom_components.esp_ota.espota.image_builder import build_app_image
+from simulator.api import DeviceApiServer
+from simulator.device import DeviceConfig, SimulatedDevice
+from simulator.tls import DeviceCertificate, make_device_certificate
+
+SECRET = "garden-secret"
+PROJECT = "garden"
+CHIP = "esp32c3"
 
 
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load the integration from custom_components/."""
+
+
+@dataclass
+class SimDevice:
+    """A simulated ESP32 with its HTTPS API on 127.0.0.1."""
+
+    device: SimulatedDevice
+    server: DeviceApiServer
+    certificate: DeviceCertificate
+
+    @property
+    def mac(self) -> str:
+        return self.device.config.mac
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def entry_data(self) -> dict[str, Any]:
+        """Config entry data as the config flow stores it."""
+        return {
+            CONF_HOST: "127.0.0.1",
+            CONF_PORT: self.port,
+            CONF_SECRET: self.device.config.secret,
+            CONF_CERT_FINGERPRINT: self.certificate.fingerprint,
+            CONF_MAC: self.mac,
+        }
+
+
+StartDevice = Callable[..., Awaitable[SimDevice]]
+
+
+@pytest.fixture
+async def start_device(socket_enabled: None) -> AsyncIterator[StartDevice]:
+    """Start simulated devices (closed at the end of the test)."""
+    started: list[SimDevice] = []
+    counter = iter(range(0x10, 0xFF))
+
+    async def factory(
+        *,
+        mac: str | None = None,
+        version: str = "1.0.0",
+        certificate: DeviceCertificate | None = None,
+        **config: Any,
+    ) -> SimDevice:
+        mac = mac or f"24:0a:c4:12:34:{next(counter):02x}"
+        device = SimulatedDevice(
+            DeviceConfig(
+                mac=mac,
+                chip=CHIP,
+                chip_revision=4,
+                secret=config.pop("secret", SECRET),
+                factory_image=build_app_image(
+                    project=PROJECT, version=version, chip=CHIP, size=64 * 1024
+                ),
+                reboot_time_s=config.pop("reboot_time_s", 0.0),
+                **config,
+            )
+        )
+        certificate = certificate or make_device_certificate(mac, "esp-ota-test.local")
+        server = DeviceApiServer(device, certificate)
+        await device.start()
+        sim = SimDevice(device, server, certificate)
+        started.append(sim)
+        return sim
+
+    yield factory
+    for sim in started:
+        await sim.server.close()
+        await sim.device.close()
+
+
+@pytest.fixture
+async def sim_device(start_device: StartDevice) -> SimDevice:
+    """One simulated garden sensor (ESP32-C3 rev v0.4) running 1.0.0."""
+    return await start_device(mac="24:0a:c4:12:34:56")
+
+
+def feed_document(*versions: str) -> bytes:
+    """A native feed with garden releases for the ESP32-C3."""
+    releases = [
+        {
+            "project": PROJECT,
+            "chip": CHIP,
+            "version": version,
+            "channel": "beta" if "b" in version else "stable",
+            "url": f"garden-{version}.bin",
+            "size": 65536,
+            "sha256": hashlib.sha256(version.encode()).hexdigest(),
+            "summary": f"Garden {version}",
+            "release_notes_url": f"https://example.com/garden/{version}",
+            "published": "2026-11-20T10:00:00+00:00",
+        }
+        for version in versions
+    ]
+    return json.dumps(
+        {"format": "esp-ota-feed", "format_version": 1, "releases": releases}
+    ).encode()
+
+
+@dataclass
+class FeedServer:
+    """A feed server whose answers the test changes."""
+
+    url: str = ""
+    body: bytes = field(default_factory=lambda: feed_document("1.0.0", "1.1.0", "1.2.0b1"))
+    signature: bytes | None = None
+    status: int = 200
+    feed_requests: int = 0
+
+    async def feed(self, request: web.Request) -> web.Response:
+        self.feed_requests += 1
+        if self.status != 200:
+            return web.Response(status=self.status)
+        etag = f'"{hashlib.sha256(self.body).hexdigest()[:16]}"'
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304)
+        return web.Response(body=self.body, headers={"ETag": etag})
+
+    async def sig(self, request: web.Request) -> web.Response:
+        if self.signature is None:
+            return web.Response(status=404)
+        return web.Response(body=self.signature)
+
+
+@pytest.fixture
+async def feed_server(socket_enabled: None) -> AsyncIterator[FeedServer]:
+    """A feed server on 127.0.0.1."""
+    server = FeedServer()
+    app = web.Application()
+    app.router.add_get("/feed.json", server.feed)
+    app.router.add_get("/feed.json.sig", server.sig)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed.json"
+    yield server
+    await runner.cleanup()
+
+
+def make_entry(
+    sim: SimDevice, *, feed_url: str = "", public_key: str = "", channel: str = "stable"
+) -> MockConfigEntry:
+    """A config entry for a simulated device, with feed options."""
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title="garden 34:56",
+        unique_id=sim.mac,
+        data=sim.entry_data(),
+        options={
+            CONF_FEED_URL: feed_url,
+            CONF_FEED_PUBLIC_KEY: public_key,
+            CONF_CHANNEL: channel,
+            CONF_REBOOT_TIMEOUT: 180,
+        },
+    )
+
+
+async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Add and load an entry."""
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()

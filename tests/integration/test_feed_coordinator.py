@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import pytest
-from aiohttp import web
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import UpdateFailed
@@ -27,65 +23,13 @@ from custom_components.esp_ota.feed_coordinator import (
     async_release_feed_coordinator,
 )
 
-
-def feed_document(version: str) -> bytes:
-    """A native feed with one release."""
-    return json.dumps(
-        {
-            "format": "esp-ota-feed",
-            "format_version": 1,
-            "releases": [
-                {
-                    "project": "garden",
-                    "chip": "esp32",
-                    "version": version,
-                    "url": "garden.bin",
-                    "size": 4096,
-                    "sha256": "cd" * 32,
-                }
-            ],
-        }
-    ).encode()
+from .conftest import FeedServer, feed_document
 
 
-@dataclass
-class FeedServer:
-    """A feed server whose answers the test changes."""
-
-    url: str = ""
-    body: bytes = field(default_factory=lambda: feed_document("1.0.0"))
-    signature: bytes | None = None
-    status: int = 200
-    feed_requests: int = 0
-
-    async def feed(self, request: web.Request) -> web.Response:
-        self.feed_requests += 1
-        if self.status != 200:
-            return web.Response(status=self.status)
-        etag = f'"{hash(self.body)}"'
-        if request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304)
-        return web.Response(body=self.body, headers={"ETag": etag})
-
-    async def sig(self, request: web.Request) -> web.Response:
-        if self.signature is None:
-            return web.Response(status=404)
-        return web.Response(body=self.signature)
-
-
-@pytest.fixture
-async def feed_server(socket_enabled: None) -> AsyncIterator[FeedServer]:
-    """A feed server on 127.0.0.1."""
-    server = FeedServer()
-    app = web.Application()
-    app.router.add_get("/feed.json", server.feed)
-    app.router.add_get("/feed.json.sig", server.sig)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed.json"
-    yield server
-    await runner.cleanup()
+@pytest.fixture(autouse=True)
+def one_release(feed_server: FeedServer) -> None:
+    """These tests follow a feed of one release at a time."""
+    feed_server.body = feed_document("1.0.0")
 
 
 def feed_issue(hass: HomeAssistant, coordinator: FeedCoordinator) -> ir.IssueEntry | None:
