@@ -12,15 +12,22 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from custom_components.esp_ota.espota import feed_client
 from custom_components.esp_ota.espota.errors import (
     FeedConnectionError,
     FeedFormatError,
     FeedHttpError,
     FeedSignatureError,
     FeedTimeoutError,
+    KeyFormatError,
 )
-from custom_components.esp_ota.espota.feed_client import FeedClient
-from custom_components.esp_ota.espota.feed_signing import generate_signing_key, sign_feed
+from custom_components.esp_ota.espota.feed import Feed, FeedKind, parse_feed
+from custom_components.esp_ota.espota.feed_client import FeedClient, verify_feed_signature
+from custom_components.esp_ota.espota.feed_signing import (
+    generate_signing_key,
+    public_key_text,
+    sign_feed,
+)
 
 FEED = {
     "format": "esp-ota-feed",
@@ -52,7 +59,7 @@ class FeedServer:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
     async def feed(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, dict(request.headers)))
+        self.requests.append((request.path_qs, dict(request.headers)))
         await asyncio.sleep(self.delay)
         if self.status != 200:
             return web.Response(status=self.status)
@@ -71,11 +78,38 @@ class FeedServer:
             headers["Last-Modified"] = self.last_modified
         return web.Response(body=self.body, headers=headers, content_type="application/json")
 
+    sig_status: int = 200
+
     async def sig(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, dict(request.headers)))
+        self.requests.append((request.path_qs, dict(request.headers)))
         if self.signature is None:
             return web.Response(status=404)
-        return web.Response(body=self.signature)
+        return web.Response(status=self.sig_status, body=self.signature)
+
+    async def redirect(self, request: web.Request) -> web.Response:
+        self.requests.append((request.path_qs, dict(request.headers)))
+        raise web.HTTPFound("/elsewhere/feed.json")
+
+    async def streamed(self, request: web.Request) -> web.StreamResponse:
+        """Chunked, no Content-Length: 64 KiB of spaces until the client hangs up."""
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(40):  # 2.5 MiB at most
+            await response.write(b" " * 65536)
+        return response
+
+    async def truncated(self, request: web.Request) -> web.StreamResponse:
+        """Promises 4096 bytes, sends 10, and closes the connection."""
+        response = web.StreamResponse(headers={"Content-Length": "4096"})
+        await response.prepare(request)
+        await response.write(b'{"format":')
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    async def always_304(self, request: web.Request) -> web.Response:
+        return web.Response(status=304)
 
 
 @pytest.fixture
@@ -85,6 +119,11 @@ async def feed_server(socket_enabled: None) -> AsyncIterator[FeedServer]:
     app = web.Application()
     app.router.add_get("/feed.json", server.feed)
     app.router.add_get("/feed.json.sig", server.sig)
+    app.router.add_get("/elsewhere/feed.json", server.feed)
+    app.router.add_get("/moved/feed.json", server.redirect)
+    app.router.add_get("/streamed.json", server.streamed)
+    app.router.add_get("/truncated.json", server.truncated)
+    app.router.add_get("/always-304.json", server.always_304)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -103,9 +142,16 @@ async def session(socket_enabled: None) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_fetch_then_not_modified_costs_no_parsing(
-    feed_server: FeedServer, session: aiohttp.ClientSession
+    feed_server: FeedServer, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The second fetch sends the ETag, gets 304, and parses nothing."""
+    parsed: list[bytes] = []
+
+    def counting_parse_feed(raw: bytes, *, feed_url: str) -> Feed:
+        parsed.append(raw)
+        return parse_feed(raw, feed_url=feed_url)
+
+    monkeypatch.setattr(feed_client, "parse_feed", counting_parse_feed)
     client = FeedClient(session, f"{feed_server.base_url}/feed.json")
     first = await client.fetch()
     assert first.feed is not None
@@ -118,6 +164,7 @@ async def test_fetch_then_not_modified_costs_no_parsing(
     assert second.not_modified is True
     assert second.feed is None
     assert client.parses == 1
+    assert len(parsed) == 1  # the parser itself was not called for the 304
     assert client.requests == 2
     assert feed_server.requests[1][1]["If-None-Match"] == '"v1"'
     assert feed_server.requests[1][1]["If-Modified-Since"] == feed_server.last_modified
@@ -127,6 +174,7 @@ async def test_fetch_then_not_modified_costs_no_parsing(
     assert third.feed is not None
     assert third.etag == '"v2"'
     assert client.parses == 2
+    assert len(parsed) == 2
 
 
 async def test_last_modified_alone(feed_server: FeedServer, session: aiohttp.ClientSession) -> None:
@@ -207,6 +255,7 @@ async def test_signed_feed(feed_server: FeedServer, session: aiohttp.ClientSessi
     result = await client.fetch()
     assert result.feed is not None
     assert [path for path, _ in feed_server.requests] == ["/feed.json", "/feed.json.sig"]
+    assert client.signed
     # Not modified: neither the feed nor its signature is fetched or checked again.
     assert (await client.fetch()).not_modified
     assert [path for path, _ in feed_server.requests][2:] == ["/feed.json"]
@@ -244,3 +293,160 @@ async def test_unsigned_feed_accepted_without_key(
     client = FeedClient(session, f"{feed_server.base_url}/feed.json")
     assert (await client.fetch()).feed is not None
     assert [path for path, _ in feed_server.requests] == ["/feed.json"]
+
+
+async def test_oversized_stream_is_cut_off(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """Without a Content-Length the body is read in chunks and dropped past 1 MiB."""
+    client = FeedClient(session, f"{feed_server.base_url}/streamed.json")
+    with pytest.raises(FeedFormatError, match="larger than 1048576 bytes"):
+        await client.fetch()
+
+
+async def test_connection_closed_mid_body(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """A body that ends before its Content-Length is a connection error, not bad JSON."""
+    client = FeedClient(session, f"{feed_server.base_url}/truncated.json")
+    with pytest.raises(FeedConnectionError, match="could not fetch"):
+        await client.fetch()
+
+
+async def test_not_modified_without_validators_is_an_error(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """A 304 to an unconditional request has no copy to refer to: an HTTP error."""
+    client = FeedClient(session, f"{feed_server.base_url}/always-304.json")
+    with pytest.raises(FeedHttpError) as caught:
+        await client.fetch()
+    assert caught.value.status == 304
+
+
+async def test_bad_json_and_schema_errors_over_http(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """What the server sends is parsed with the same errors as a local file."""
+    client = FeedClient(session, f"{feed_server.base_url}/feed.json")
+    feed_server.body = b"<html>502 Bad Gateway</html>"
+    with pytest.raises(FeedFormatError, match="not valid JSON"):
+        await client.fetch()
+    broken = json.loads(json.dumps(FEED))
+    broken["releases"][0]["sha256"] = "nope"
+    feed_server.body = json.dumps(broken).encode()
+    with pytest.raises(FeedFormatError, match=r"releases\[0\]\.sha256: expected 64 hex digits"):
+        await client.fetch()
+
+
+async def test_relative_urls_resolve_against_the_configured_url(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """After a redirect, release URLs still resolve against the URL the client was given."""
+    client = FeedClient(session, f"{feed_server.base_url}/moved/feed.json")
+    result = await client.fetch()
+    assert result.feed is not None
+    assert [path for path, _ in feed_server.requests] == [
+        "/moved/feed.json",
+        "/elsewhere/feed.json",
+    ]
+    assert result.feed.url == f"{feed_server.base_url}/moved/feed.json"
+    assert result.feed.releases[0].url == f"{feed_server.base_url}/moved/garden.bin"
+
+
+async def test_web_tools_manifest_over_http(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """An ESPHome manifest is served and read like a feed."""
+    feed_server.body = json.dumps(
+        {
+            "name": "garden",
+            "version": "2024.11.1",
+            "builds": [{"chipFamily": "ESP32-S3", "ota": {"path": "g.bin", "md5": "ab" * 16}}],
+        }
+    ).encode()
+    result = await FeedClient(session, f"{feed_server.base_url}/feed.json").fetch()
+    assert result.feed is not None
+    assert result.feed.kind is FeedKind.WEB_TOOLS
+    (release,) = result.feed.releases
+    assert (release.chip, release.md5, release.sha256) == ("esp32s3", "ab" * 16, None)
+    assert release.url == f"{feed_server.base_url}/g.bin"
+
+
+async def test_signature_keeps_the_query(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """A token in the feed URL's query is sent for the signature too; a text key works."""
+    key = generate_signing_key()
+    feed_server.signature = sign_feed(feed_server.body, key)
+    client = FeedClient(
+        session, f"{feed_server.base_url}/feed.json?token=a%2Bb", public_key=public_key_text(key)
+    )
+    assert client.signature_url == f"{feed_server.base_url}/feed.json.sig?token=a%2Bb"
+    assert (await client.fetch()).feed is not None
+    assert [path for path, _ in feed_server.requests] == [
+        "/feed.json?token=a%2Bb",
+        "/feed.json.sig?token=a%2Bb",
+    ]
+
+
+async def test_malformed_key_text_is_refused_at_once(session: aiohttp.ClientSession) -> None:
+    """A bad key is a configuration error, found before any request."""
+    with pytest.raises(KeyFormatError):
+        FeedClient(session, "https://h/feed.json", public_key="not a key")
+
+
+async def test_signature_server_error(
+    feed_server: FeedServer, session: aiohttp.ClientSession
+) -> None:
+    """A failing .sig request is an HTTP error naming the signature's URL."""
+    key = generate_signing_key()
+    feed_server.signature = b"x"
+    feed_server.sig_status = 503
+    client = FeedClient(session, f"{feed_server.base_url}/feed.json", public_key=key.public_key())
+    with pytest.raises(FeedHttpError) as caught:
+        await client.fetch()
+    assert caught.value.status == 503
+    assert caught.value.url.endswith("/feed.json.sig")
+
+
+async def test_session_raising_for_status_still_gives_typed_errors(
+    feed_server: FeedServer, socket_enabled: None
+) -> None:
+    """An injected session with raise_for_status=True changes nothing: 404 is still an
+    HTTP error for the feed, and "not signed" for the signature."""
+    async with aiohttp.ClientSession(raise_for_status=True) as strict:
+        key = generate_signing_key()
+        client = FeedClient(
+            strict, f"{feed_server.base_url}/feed.json", public_key=key.public_key()
+        )
+        with pytest.raises(FeedSignatureError, match="not signed"):
+            await client.fetch()
+        feed_server.status = 404
+        with pytest.raises(FeedHttpError):
+            await client.fetch()
+
+
+async def test_forget_validators(feed_server: FeedServer, session: aiohttp.ClientSession) -> None:
+    """After forget_validators the next fetch is a full download."""
+    client = FeedClient(session, f"{feed_server.base_url}/feed.json")
+    await client.fetch()
+    client.forget_validators()
+    result = await client.fetch()
+    assert result.feed is not None
+    assert "If-None-Match" not in feed_server.requests[1][1]
+    assert not client.signed
+
+
+async def test_signature_url_of_a_broken_url(session: aiohttp.ClientSession) -> None:
+    """Even an unparsable URL has a signature URL to show; fetching reports the URL."""
+    client = FeedClient(session, "http://[::1/feed.json")
+    assert client.signature_url == "http://[::1/feed.json.sig"
+
+
+def test_offline_verification_is_exported() -> None:
+    """verify_feed_signature is reachable from the client module for offline checks."""
+    key = generate_signing_key()
+    body = json.dumps(FEED).encode()
+    verify_feed_signature(body, sign_feed(body, key), public_key_text(key))
+    with pytest.raises(FeedSignatureError):
+        verify_feed_signature(body + b"\n", sign_feed(body, key), public_key_text(key))

@@ -8,7 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
-from custom_components.esp_ota.espota.errors import FeedSignatureError
+from custom_components.esp_ota.espota import errors
+from custom_components.esp_ota.espota.errors import FeedError, FeedSignatureError
 from custom_components.esp_ota.espota.feed_signing import (
     KeyFormatError,
     generate_signing_key,
@@ -17,6 +18,7 @@ from custom_components.esp_ota.espota.feed_signing import (
     private_key_to_pem,
     public_key_text,
     sign_feed,
+    signature_url,
     verify_feed_signature,
 )
 
@@ -81,3 +83,63 @@ def test_keys_of_other_algorithms_are_refused() -> None:
         load_public_key(public_pem.decode())
     with pytest.raises(KeyFormatError, match="not a PEM private key"):
         load_private_key(b"garbage")
+
+
+def test_public_key_text_forms() -> None:
+    """Pasted keys: spaces and line breaks inside the base64 are ignored; str keys verify."""
+    key = generate_signing_key()
+    text = public_key_text(key)
+    wrapped = f"  {text[:20]}\n{text[20:]} \n"
+    signature = sign_feed(FEED, key)
+    verify_feed_signature(FEED, signature, wrapped)  # text is loaded on the fly
+    with pytest.raises(KeyFormatError, match="neither PEM nor base64"):
+        verify_feed_signature(FEED, signature, "clé")
+
+
+def test_a_private_key_is_not_taken_for_a_public_one() -> None:
+    """Pasting the private key where the public one belongs says so."""
+    pem = private_key_to_pem(generate_signing_key()).decode()
+    with pytest.raises(KeyFormatError, match="this is a private key"):
+        load_public_key(pem)
+
+
+def test_encrypted_private_key_is_refused() -> None:
+    """The publisher has no password prompt: an encrypted key is a KeyFormatError."""
+    encrypted = generate_signing_key().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    with pytest.raises(KeyFormatError, match="not a PEM private key"):
+        load_private_key(encrypted)
+
+
+def test_key_format_error_is_a_feed_error() -> None:
+    """Callers catching FeedError see key problems too; both modules export the one class."""
+    assert issubclass(KeyFormatError, FeedError)
+    assert KeyFormatError is errors.KeyFormatError
+
+
+def test_signature_is_over_the_exact_bytes() -> None:
+    """Re-serialising the same JSON differently breaks the signature: bytes, not meaning."""
+    key = generate_signing_key()
+    signature = sign_feed(FEED, key)
+    assert len(base64.b64decode(signature)) == 64
+    with pytest.raises(FeedSignatureError):
+        verify_feed_signature(FEED.replace(b", ", b","), signature, key.public_key())
+    with pytest.raises(FeedSignatureError, match="not base64"):
+        verify_feed_signature(FEED, "é".encode(), key.public_key())
+
+
+@pytest.mark.parametrize(
+    ("feed_url", "expected"),
+    [
+        ("https://h/feed.json", "https://h/feed.json.sig"),
+        ("https://h/feed.json?t=%2Bab&x=1", "https://h/feed.json.sig?t=%2Bab&x=1"),
+        ("https://h/a%20b/feed.json#top", "https://h/a%20b/feed.json.sig"),
+        ("http://127.0.0.1:8123/local/manifest", "http://127.0.0.1:8123/local/manifest.sig"),
+    ],
+)
+def test_signature_url(feed_url: str, expected: str) -> None:
+    """.sig goes on the path; the query is kept byte for byte, a fragment dropped."""
+    assert signature_url(feed_url) == expected

@@ -72,6 +72,10 @@ class FeedTimeoutError(FeedConnectionError):
     """The feed server did not answer in time."""
 
 
+class KeyFormatError(FeedError):
+    """A signing or public key's text is not an Ed25519 key in a form the library reads."""
+
+
 class FeedHttpError(FeedError):
     """The feed server answered with an HTTP error status."""
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
 import voluptuous as vol
 from yarl import URL
 
-from .chips import CHIP_IDS, normalize_chip_name, parse_chip_revision
+from .chips import format_chip_revision, normalize_chip_name, parse_chip_revision
 from .errors import FeedFormatError
 
 FEED_FORMAT: Final = "esp-ota-feed"
@@ -106,12 +106,15 @@ def _chip_revision(value: Any) -> int:
 
 
 def _timestamp(value: Any) -> datetime:
+    """An ISO 8601 date or date and time; without a UTC offset it is taken as UTC."""
     if not isinstance(value, str):
         raise vol.Invalid("expected an ISO 8601 date and time")
     try:
-        return datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError as err:
         raise vol.Invalid("expected an ISO 8601 date and time") from err
+    # Always aware, so callers can compare and format them without caring.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _text(value: Any) -> str:
@@ -122,7 +125,11 @@ def _text(value: Any) -> str:
 
 def _url(value: Any) -> str:
     text = _text(value)
-    if URL(text).scheme not in ("", "http", "https"):
+    try:
+        url = URL(text)
+    except ValueError as err:
+        raise vol.Invalid(f"not a valid URL: {err}") from err
+    if url.scheme not in ("", "http", "https") or (url.scheme and not url.host):
         raise vol.Invalid("expected an http(s) URL or a path relative to the feed")
     return text
 
@@ -142,7 +149,18 @@ def _positive_int(value: Any) -> int:
     return number
 
 
-_RELEASE_SCHEMA = vol.Schema(
+def _bounds_in_order(release: dict[str, Any]) -> dict[str, Any]:
+    """Refuse a release no chip could run: max_chip_rev below min_chip_rev."""
+    low, high = release.get("min_chip_rev"), release.get("max_chip_rev")
+    if low is not None and high is not None and high < low:
+        raise vol.Invalid(
+            f"{format_chip_revision(high)} is below min_chip_rev {format_chip_revision(low)}",
+            path=["max_chip_rev"],
+        )
+    return release
+
+
+_RELEASE_FIELDS = vol.Schema(
     {
         vol.Required("project"): _text,
         vol.Required("chip"): _chip,
@@ -162,6 +180,7 @@ _RELEASE_SCHEMA = vol.Schema(
     },
     extra=vol.ALLOW_EXTRA,
 )
+_RELEASE_SCHEMA = vol.All(_RELEASE_FIELDS, _bounds_in_order)
 
 _NATIVE_SCHEMA = vol.Schema(
     {
@@ -173,27 +192,43 @@ _NATIVE_SCHEMA = vol.Schema(
     extra=vol.ALLOW_EXTRA,
 )
 
+_WEB_TOOLS_BUILD_SCHEMA = vol.Schema({vol.Required("chipFamily"): _text}, extra=vol.ALLOW_EXTRA)
+_WEB_TOOLS_OTA_SCHEMA = vol.Schema(
+    {
+        vol.Required("ota"): vol.Schema(
+            {
+                vol.Required("path"): _url,
+                # ESPHome's http_request update requires md5 (summary, release_url optional).
+                vol.Required("md5"): _hex_digits(32),
+                vol.Optional("summary"): vol.Any(None, str),
+                vol.Optional("release_url"): vol.Any(None, _url),
+            },
+            extra=vol.ALLOW_EXTRA,
+        )
+    },
+    extra=vol.ALLOW_EXTRA,
+)
+
+
+def _web_tools_build(build: Any) -> Any:
+    """A build's OTA part is only checked for chips ESP-IDF builds for.
+
+    ESP8266 builds (and any family ESP-IDF does not know) are skipped, not refused: a
+    manifest serving both must stay readable whatever it says about the ESP8266.
+    """
+    checked = _WEB_TOOLS_BUILD_SCHEMA(build)
+    try:
+        normalize_chip_name(checked["chipFamily"])
+    except ValueError:
+        return checked
+    return _WEB_TOOLS_OTA_SCHEMA(checked) if "ota" in checked else checked
+
+
 _WEB_TOOLS_SCHEMA = vol.Schema(
     {
         vol.Required("name"): _text,
         vol.Required("version"): _text,
-        vol.Required("builds"): [
-            vol.Schema(
-                {
-                    vol.Required("chipFamily"): _text,
-                    vol.Optional("ota"): vol.Schema(
-                        {
-                            vol.Required("path"): _url,
-                            vol.Optional("md5"): _hex_digits(32),
-                            vol.Optional("summary"): vol.Any(None, str),
-                            vol.Optional("release_url"): vol.Any(None, _url),
-                        },
-                        extra=vol.ALLOW_EXTRA,
-                    ),
-                },
-                extra=vol.ALLOW_EXTRA,
-            )
-        ],
+        vol.Required("builds"): [_web_tools_build],
     },
     extra=vol.ALLOW_EXTRA,
 )
@@ -268,9 +303,12 @@ def _parse_web_tools(document: Mapping[str, Any], feed_url: str) -> Feed:
     releases: list[Release] = []
     for build in data["builds"]:
         ota = build.get("ota")
-        family = build["chipFamily"].lower().replace("-", "")
-        # ESP8266 and other families ESP-IDF does not build for are not ours to offer.
-        if ota is None or family not in CHIP_IDS:
+        try:
+            family = normalize_chip_name(build["chipFamily"])
+        except ValueError:
+            # ESP8266 and other families ESP-IDF does not build for are not ours to offer.
+            continue
+        if ota is None:  # an install-only build (parts for ESP Web Tools, no OTA image)
             continue
         releases.append(
             Release(
@@ -281,12 +319,14 @@ def _parse_web_tools(document: Mapping[str, Any], feed_url: str) -> Feed:
                 url=_resolve(feed_url, ota["path"]),
                 size=None,
                 sha256=None,
-                md5=ota.get("md5"),
+                md5=ota["md5"],
                 secure_version=0,
                 min_chip_rev=None,
                 max_chip_rev=None,
                 summary=ota.get("summary"),
-                release_notes_url=ota.get("release_url"),
+                release_notes_url=(
+                    _resolve(feed_url, ota["release_url"]) if ota.get("release_url") else None
+                ),
                 published=None,
             )
         )
@@ -302,14 +342,19 @@ def _parse_web_tools(document: Mapping[str, Any], feed_url: str) -> Feed:
 def parse_feed(raw: bytes | str | Mapping[str, Any], *, feed_url: str) -> Feed:
     """Parse a feed document (native or ESP Web Tools manifest) read from `feed_url`.
 
-    Relative release URLs are resolved against `feed_url`. Raises FeedFormatError.
+    Relative release URLs are resolved against `feed_url`, which must be absolute
+    (ValueError otherwise: a caller's mistake, not the feed's). Raises FeedFormatError.
     """
+    if not URL(feed_url).scheme:
+        raise ValueError(f"feed_url must be an absolute URL, got {feed_url!r}")
     if isinstance(raw, (bytes, str)):
         if len(raw) > MAX_FEED_BYTES:
             raise FeedFormatError(f"feed is {len(raw)} bytes, more than {MAX_FEED_BYTES}")
         try:
             document = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and integers longer than
+        # Python converts; RecursionError a document nested thousands deep.
+        except (ValueError, RecursionError) as err:
             raise FeedFormatError(f"feed is not valid JSON: {err}") from err
     else:
         document = raw

@@ -8,7 +8,6 @@ signature over the feed file's exact bytes. A public key is written as the base6
 from __future__ import annotations
 
 import base64
-import binascii
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -16,14 +15,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
+from yarl import URL
 
-from .errors import FeedError, FeedSignatureError
+from .errors import FeedSignatureError, KeyFormatError
+
+__all__ = [
+    "SIGNATURE_SUFFIX",
+    "KeyFormatError",
+    "generate_signing_key",
+    "load_private_key",
+    "load_public_key",
+    "private_key_to_pem",
+    "public_key_text",
+    "sign_feed",
+    "signature_url",
+    "verify_feed_signature",
+]
 
 SIGNATURE_SUFFIX = ".sig"
-
-
-class KeyFormatError(FeedError):
-    """A key's text is not an Ed25519 key in a form this library reads."""
 
 
 def generate_signing_key() -> Ed25519PrivateKey:
@@ -59,8 +68,15 @@ def public_key_text(key: Ed25519PublicKey | Ed25519PrivateKey) -> str:
 
 
 def load_public_key(text: str) -> Ed25519PublicKey:
-    """Read a public key: base64 of the 32 raw bytes, or a PEM SubjectPublicKeyInfo."""
+    """Read a public key: base64 of the 32 raw bytes, or a PEM SubjectPublicKeyInfo.
+
+    Whitespace anywhere in the base64 form is ignored (a key pasted across lines).
+    """
     stripped = text.strip()
+    if "PRIVATE KEY" in stripped:
+        raise KeyFormatError(
+            "this is a private key; give the public key (feed.pub, or the text keygen printed)"
+        )
     if stripped.startswith("-----BEGIN"):
         try:
             key = serialization.load_pem_public_key(stripped.encode())
@@ -70,29 +86,48 @@ def load_public_key(text: str) -> Ed25519PublicKey:
             raise KeyFormatError(f"the public key is {type(key).__name__}, not Ed25519")
         return key
     try:
-        raw = base64.b64decode(stripped, validate=True)
-    except binascii.Error as err:
+        raw = base64.b64decode("".join(stripped.split()), validate=True)
+    except ValueError as err:  # binascii.Error, or non-ASCII text
         raise KeyFormatError("public key is neither PEM nor base64") from err
     if len(raw) != 32:
         raise KeyFormatError(f"an Ed25519 public key is 32 bytes, this one is {len(raw)}")
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
+def signature_url(feed_url: str) -> str:
+    """Where a feed's detached signature is: ``.sig`` appended to the URL's path.
+
+    The query is kept (it may carry an access token) and a fragment dropped:
+    ``https://h/feed.json?t=1`` -> ``https://h/feed.json.sig?t=1``.
+    """
+    url = URL(feed_url)
+    # Raw path and query, so nothing is re-encoded (a token's "%2B" stays "%2B").
+    return str(url.with_path(url.raw_path + SIGNATURE_SUFFIX, encoded=True, keep_query=True))
+
+
 def sign_feed(feed_bytes: bytes, key: Ed25519PrivateKey) -> bytes:
-    """The contents of the detached signature file for these exact feed bytes."""
+    """The contents of the detached signature file for these exact feed bytes.
+
+    Base64 (standard alphabet, padded) of the 64-byte Ed25519 signature, then a newline.
+    """
     return base64.b64encode(key.sign(feed_bytes)) + b"\n"
 
 
-def verify_feed_signature(feed_bytes: bytes, signature: bytes, key: Ed25519PublicKey) -> None:
-    """Raise FeedSignatureError unless `signature` (the .sig file) signs `feed_bytes`."""
+def verify_feed_signature(feed_bytes: bytes, signature: bytes, key: Ed25519PublicKey | str) -> None:
+    """Raise FeedSignatureError unless `signature` (the .sig file) signs `feed_bytes`.
+
+    `key` is a loaded public key or its text (KeyFormatError if that is malformed).
+    Works offline: nothing here touches the network.
+    """
+    public_key = load_public_key(key) if isinstance(key, str) else key
     try:
         raw = base64.b64decode(signature.strip(), validate=True)
-    except binascii.Error as err:
+    except ValueError as err:  # binascii.Error, or non-ASCII text
         raise FeedSignatureError("feed signature is not base64") from err
     if len(raw) != 64:
         raise FeedSignatureError(f"feed signature is {len(raw)} bytes, Ed25519 gives 64")
     try:
-        key.verify(raw, feed_bytes)
+        public_key.verify(raw, feed_bytes)
     except InvalidSignature as err:
         raise FeedSignatureError(
             "feed signature does not match the feed and the configured public key"
