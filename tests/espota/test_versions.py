@@ -20,7 +20,9 @@ ASCENDING = [
     "banana",
     "dev",  # AwesomeVersion's special words are not versions here
     "latest",
-    "qa-test-v5.0-20220830-4-g4532e6",
+    "qa-test-v5.0-20220830",
+    "qa-test-v5.0-20220830-4-g4532e6",  # real ESP-IDF example: counts after an odd tag
+    "qa-test-v5.0-20220830-5-g1234567",
     "0.9",
     "1.0",
     "1.0.1",
@@ -114,6 +116,8 @@ def test_pairs(newer: str, older: str) -> None:
         ("1.2.3-beta", "1.2.3-beta.0"),
         ("1.2.3-RC1", "1.2.3rc1"),
         ("banana", "banana"),
+        ("banana", "banana-dirty"),
+        ("odd-tag-3-gaaaa", "odd-tag_build3"),
         ("", "   "),
     ],
 )

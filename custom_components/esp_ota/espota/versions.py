@@ -23,9 +23,10 @@ docs/feed.md) is:
 Comparison never raises. A string no scheme reads (``banana``, a bare commit hash, an empty
 string, anything over 256 characters) and AwesomeVersion's special words (``dev``,
 ``latest``, ``beta``, ``stable``, which it would put above every number) are *unreadable*:
-they order below every readable version, and among themselves by their text. So an
-unreadable version in a feed is never offered over a readable one, and a device running an
-unreadable version is offered the feed's readable releases.
+they order below every readable version, and among themselves by their text (what is left
+after rules 1-4), then by the counter of rules 3 and 4. So an unreadable version in a feed
+is never offered over a readable one, and a device running an unreadable version is
+offered the feed's readable releases.
 
 AwesomeVersion's own ``>`` is not used to order: across schemes it is not a total order
 (``1.2.4-alpha`` < ``1.2.4-beta.1`` < ``1.2.4a1`` but not ``1.2.4-alpha`` < ``1.2.4a1``; and
@@ -71,8 +72,9 @@ _MODIFIER_RANKS: Final[dict[str, int]] = {
 }
 
 # (1, numbers, modifier rank, modifier number, modifier rest, counter) for a readable
-# version, (0, text) for an unreadable one: tuples order totally, and equal keys hash alike.
-type _SortKey = tuple[int, tuple[int, ...], int, int, str, int] | tuple[int, str]
+# version, (0, text, counter) for an unreadable one: the first element keeps the two
+# shapes apart, so tuples order totally, and equal keys hash alike.
+type _SortKey = tuple[int, tuple[int, ...], int, int, str, int] | tuple[int, str, int]
 
 
 def _readable_key(base: str, counter: int) -> _SortKey | None:
@@ -111,14 +113,16 @@ class FirmwareVersion:
         if base[:1] in ("v", "V") and base[1:2].isdigit():
             base = base[1:]
         key: _SortKey | None = None
+        counter = 0
         if len(base) <= MAX_READABLE_LENGTH:
-            counter = 0
             for pattern in (_GIT_DESCRIBE, _BUILD_NUMBER):
                 if match := pattern.match(base):
                     base, counter = match["base"], int(match["number"])
                     break
             key = _readable_key(base, counter)
-        self._key: _SortKey = key if key is not None else (0, base)
+        # An unreadable tag still counts its commits: "qa-test-v5.0-4-g4532e6" (a real
+        # ESP-IDF example) is older than "qa-test-v5.0-5-g1234567".
+        self._key: _SortKey = key if key is not None else (0, base, counter)
 
     @property
     def readable(self) -> bool:
