@@ -290,3 +290,26 @@ def test_large_images_are_read_in_constant_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert info.file_size == size
     assert peak < 1024 * 1024, peak
+
+
+def test_real_esp_idf_images(esp_images_dir: Path, tmp_path: Path) -> None:
+    """Real builds publish with what their descriptors say; a bootloader and a RAM-only
+    image are refused with their names."""
+    blink = esp_images_dir / "esp_idf_blink_esp32s2.bin"
+    signed = esp_images_dir / "hello-world-signed.bin"
+    feed_path = tmp_path / "feed.json"
+    result = publish([blink, signed], feed_path, base_url="https://fw.example/", published=WHEN)
+    assert result.releases == 2
+    first, second = parse_feed(feed_path.read_bytes(), feed_url=FEED_URL).releases
+    assert (first.project, first.chip) == ("blink", "esp32s2")
+    assert first.version == "qa-test-v5.0-20220830-4-g4532e6"
+    assert first.size == blink.stat().st_size
+    assert first.sha256 == hashlib.sha256(blink.read_bytes()).hexdigest()
+    assert first.url == "https://fw.example/esp_idf_blink_esp32s2.bin"
+    # The Secure Boot v1 signature after the image is part of the file a device downloads.
+    assert second.chip == "esp32"
+    assert second.size == signed.stat().st_size
+    for refused in ("bootloader_esp32_v5_2.bin", "helloworld-esp32c3.bin"):
+        with pytest.raises(PublishError, match=rf"{refused}: not a valid application image"):
+            publish([blink, esp_images_dir / refused], tmp_path / "other.json")
+    assert not (tmp_path / "other.json").exists()
