@@ -83,6 +83,7 @@ class DeviceApiServer:
         self.port = port
         self._ssl: ssl.SSLContext | None = None  # made on the first go_online (file I/O)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._closed = False
         # Open event streams: each one's "stop" event and the task serving it.
         self._streams: dict[asyncio.Event, asyncio.Task[Any]] = {}
@@ -117,17 +118,20 @@ class DeviceApiServer:
             app, access_log=None, handle_signals=False, shutdown_timeout=STREAM_FLUSH_S
         )
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl, reuse_address=True)
+        assert runner.server is not None  # setup() made it
+        # The listening server is ours, not an aiohttp site: going offline must stop it
+        # accepting before it closes (see go_offline).
         try:
-            await site.start()
+            listener = await asyncio.get_running_loop().create_server(
+                runner.server, self.host, self.port, ssl=self._ssl, reuse_address=True
+            )
         except BaseException:
             await runner.cleanup()
             raise
-        self.port = runner.addresses[0][1]
+        self.port = listener.sockets[0].getsockname()[1]
+        self._runner, self._listener = runner, listener
         if self.closed():  # close() came while the port was opening
-            await runner.cleanup()
-            return
-        self._runner = runner
+            await self.go_offline()
 
     async def go_offline(self) -> None:
         """Stop listening and drop every connection, as a restarting chip does."""
@@ -137,8 +141,21 @@ class DeviceApiServer:
             stream_stop.set()
         if self._streams:
             await asyncio.wait(list(self._streams.values()), timeout=STREAM_FLUSH_S)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # asyncio.Server.close() trips over a connection it accepted in the same loop
+            # turn but has not attached yet (AssertionError in _attach): stop accepting,
+            # let those attach, then close.
+            loop = asyncio.get_running_loop()
+            for sock in listener.sockets:
+                loop.remove_reader(sock.fileno())
+            await asyncio.sleep(0)
+            listener.close()
         if runner is not None:
             await runner.cleanup()
+        if listener is not None:
+            # A restarting chip also drops connections still in their TLS handshake.
+            listener.close_clients()
 
     def closed(self) -> bool:
         """Whether close() was called: the port stays shut from then on."""
