@@ -6,21 +6,44 @@ The device, image, feed and transport logic lives in the Home Assistant free
 
 from __future__ import annotations
 
-from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryNotReady
 
-PLATFORMS: list[Platform] = []
+from .const import CONF_FEED_PUBLIC_KEY, CONF_FEED_URL, DOMAIN
+from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, EspOtaRuntimeData
+from .feed_coordinator import async_acquire_feed_coordinator, async_release_feed_coordinator
+from .helpers import client_from_data
 
-type EspOtaConfigEntry = ConfigEntry[None]
+PLATFORMS: list[Platform] = [Platform.SENSOR, Platform.UPDATE]
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
-    """Set up ESP OTA from a config entry."""
+    """Connect to the device, join its feed, and start following its events."""
+    coordinator = EspOtaDeviceCoordinator(hass, entry, client_from_data(hass, dict(entry.data)))
+    await coordinator.async_config_entry_first_refresh()
+    feed = None
+    feed_url = entry.options.get(CONF_FEED_URL)
+    if feed_url:
+        try:
+            feed = await async_acquire_feed_coordinator(
+                hass, entry.entry_id, feed_url, entry.options.get(CONF_FEED_PUBLIC_KEY) or None
+            )
+        except ValueError as err:  # pragma: no cover - the options flow validates the key
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN, translation_key="invalid_public_key"
+            ) from err
+        entry.async_on_unload(
+            lambda: async_release_feed_coordinator(
+                hass, entry.entry_id, feed_url, entry.options.get(CONF_FEED_PUBLIC_KEY) or None
+            )
+        )
+    entry.runtime_data = EspOtaRuntimeData(device=coordinator, feed=feed)
+    coordinator.start_listening()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
-    """Unload a config entry."""
+    """Unload a config entry (the event listener is a background task of the entry)."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)

@@ -1,0 +1,35 @@
+"""The base entity: one device per ESP32, identified by its MAC."""
+
+from __future__ import annotations
+
+from homeassistant.const import CONF_HOST, CONF_MAC, CONF_PORT
+from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
+
+from .const import DOMAIN
+from .coordinator import EspOtaDeviceCoordinator
+from .espota.chips import format_chip_revision
+
+
+class EspOtaEntity(CoordinatorEntity[EspOtaDeviceCoordinator]):
+    """An entity of one ESP32."""
+
+    _attr_has_entity_name = True
+
+    def __init__(self, coordinator: EspOtaDeviceCoordinator, key: str) -> None:
+        super().__init__(coordinator)
+        entry = coordinator.config_entry
+        mac = entry.data[CONF_MAC]
+        info = coordinator.data
+        self._attr_unique_id = f"{mac}_{key}"
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, mac)},
+            connections={(CONNECTION_NETWORK_MAC, mac)},
+            name=entry.title,
+            manufacturer="Espressif",
+            model=info.chip.upper().replace("ESP32", "ESP32-").rstrip("-"),
+            model_id=info.project,
+            sw_version=info.version,
+            hw_version=format_chip_revision(info.chip_revision),
+            configuration_url=f"https://{entry.data[CONF_HOST]}:{entry.data[CONF_PORT]}/",
+        )

@@ -1,0 +1,148 @@
+"""The firmware update entities: what the device runs against what the feed offers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeassistant.components.update import (
+    UpdateDeviceClass,
+    UpdateEntity,
+    UpdateEntityDescription,
+    UpdateEntityFeature,
+)
+from homeassistant.const import EntityCategory
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import CONF_CHANNEL, DEFAULT_CHANNEL
+from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator
+from .entity import EspOtaEntity
+from .espota.feed import Channel, Release
+from .espota.selection import DeviceFirmware, select_release
+from .espota.versions import is_newer
+from .feed_coordinator import FeedCoordinator
+
+PARALLEL_UPDATES = 1
+# Home Assistant shows at most this much of a release summary.
+SUMMARY_LIMIT = 255
+
+
+@dataclass(frozen=True, kw_only=True)
+class EspOtaUpdateEntityDescription(UpdateEntityDescription):
+    """Which channel an update entity follows (None: the entry's configured channel)."""
+
+    channel: Channel | None
+
+
+UPDATES = (
+    EspOtaUpdateEntityDescription(key="firmware", translation_key="firmware", channel=None),
+    EspOtaUpdateEntityDescription(
+        key="firmware_beta",
+        translation_key="firmware_beta",
+        channel=Channel.BETA,
+        entity_registry_enabled_default=False,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: EspOtaConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """One update entity per channel for the entry's device."""
+    runtime = entry.runtime_data
+    async_add_entities(
+        EspOtaUpdateEntity(runtime.device, runtime.feed, description) for description in UPDATES
+    )
+
+
+class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
+    """The firmware of one ESP32 and the newest release the feed has for it."""
+
+    entity_description: EspOtaUpdateEntityDescription
+    _attr_device_class = UpdateDeviceClass.FIRMWARE
+    _attr_entity_category = EntityCategory.CONFIG
+    _attr_supported_features = UpdateEntityFeature.RELEASE_NOTES
+
+    def __init__(
+        self,
+        coordinator: EspOtaDeviceCoordinator,
+        feed: FeedCoordinator | None,
+        description: EspOtaUpdateEntityDescription,
+    ) -> None:
+        super().__init__(coordinator, description.key)
+        self.entity_description = description
+        self._feed = feed
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the feed as well as the device."""
+        await super().async_added_to_hass()
+        if self._feed is not None:
+            self.async_on_remove(self._feed.async_add_listener(self._handle_coordinator_update))
+
+    @property
+    def _channel(self) -> Channel:
+        if self.entity_description.channel is not None:
+            return self.entity_description.channel
+        return Channel(self.coordinator.config_entry.options.get(CONF_CHANNEL, DEFAULT_CHANNEL))
+
+    @property
+    def _release(self) -> Release | None:
+        """The feed's pick for this device on this entity's channel."""
+        if self._feed is None or self._feed.data is None:
+            return None
+        info = self.coordinator.data
+        device = DeviceFirmware(
+            project=info.project,
+            chip=info.chip,
+            chip_revision=info.chip_revision,
+            version=info.version,
+            secure_version=info.secure_version,
+        )
+        return select_release(self._feed.data, device, self._channel)
+
+    @property
+    def installed_version(self) -> str:
+        """What the device runs."""
+        return self.coordinator.data.version
+
+    @property
+    def latest_version(self) -> str:
+        """The newest release the device can run; what it runs when none is newer."""
+        release = self._release
+        if release is None or not is_newer(release.version, self.installed_version):
+            return self.installed_version
+        return release.version
+
+    @property
+    def release_summary(self) -> str | None:
+        """The release's short summary."""
+        release = self._release
+        if release is None or release.summary is None:
+            return None
+        return release.summary[:SUMMARY_LIMIT]
+
+    @property
+    def release_url(self) -> str | None:
+        """Where the release notes are."""
+        release = self._release
+        return release.release_notes_url if release else None
+
+    def version_is_newer(self, latest_version: str, installed_version: str) -> bool:
+        """Firmware versions order by the feed's rules (git describe, build numbers)."""
+        return is_newer(latest_version, installed_version)
+
+    async def async_release_notes(self) -> str | None:
+        """Markdown notes of the offered release."""
+        release = self._release
+        if release is None:
+            return None
+        lines = [f"**{release.project} {release.version}** for {release.chip}"]
+        if release.summary:
+            lines += ["", release.summary]
+        if release.published:
+            lines += ["", f"Published {release.published.date().isoformat()}."]
+        if release.release_notes_url:
+            lines += ["", f"[Release notes]({release.release_notes_url})"]
+        return "\n".join(lines)
