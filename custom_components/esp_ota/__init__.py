@@ -47,3 +47,16 @@ async def async_setup_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bo
 async def async_unload_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
     """Unload a config entry (the event listener is a background task of the entry)."""
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+# The device-removal hook, apart from setup (the device rules live in devices.py).
+from homeassistant.helpers.device_registry import DeviceEntry  # noqa: E402
+
+from .devices import is_live_device  # noqa: E402
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: EspOtaConfigEntry, device: DeviceEntry
+) -> bool:
+    """Let the user remove a stale device of the entry, never the ESP32 it follows."""
+    return not is_live_device(entry, device)
