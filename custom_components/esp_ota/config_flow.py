@@ -16,6 +16,7 @@ from homeassistant.core import callback
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.device_registry import format_mac
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
@@ -31,11 +32,14 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from .const import (
     CONF_CERT_FINGERPRINT,
     CONF_CHANNEL,
+    CONF_DIRECT_DOWNLOAD,
     CONF_FEED_PUBLIC_KEY,
     CONF_FEED_URL,
+    CONF_MAX_PARALLEL_INSTALLS,
     CONF_REBOOT_TIMEOUT,
     CONF_SECRET,
     DEFAULT_CHANNEL,
+    DEFAULT_MAX_PARALLEL_INSTALLS,
     DEFAULT_REBOOT_TIMEOUT,
     DOMAIN,
     ZEROCONF_API_VERSION,
@@ -296,6 +300,12 @@ class EspOtaOptionsFlow(OptionsFlowWithReload):
                         CONF_FEED_PUBLIC_KEY: key_text,
                         CONF_CHANNEL: user_input[CONF_CHANNEL],
                         CONF_REBOOT_TIMEOUT: int(user_input[CONF_REBOOT_TIMEOUT]),
+                        CONF_DIRECT_DOWNLOAD: bool(user_input.get(CONF_DIRECT_DOWNLOAD, False)),
+                        CONF_MAX_PARALLEL_INSTALLS: int(
+                            user_input.get(
+                                CONF_MAX_PARALLEL_INSTALLS, DEFAULT_MAX_PARALLEL_INSTALLS
+                            )
+                        ),
                     }
                 )
         schema = vol.Schema(
@@ -318,6 +328,12 @@ class EspOtaOptionsFlow(OptionsFlowWithReload):
                         mode=NumberSelectorMode.BOX,
                         unit_of_measurement="s",
                     )
+                ),
+                vol.Required(CONF_DIRECT_DOWNLOAD, default=False): BooleanSelector(),
+                vol.Required(
+                    CONF_MAX_PARALLEL_INSTALLS, default=DEFAULT_MAX_PARALLEL_INSTALLS
+                ): NumberSelector(
+                    NumberSelectorConfig(min=1, max=50, step=1, mode=NumberSelectorMode.BOX)
                 ),
             }
         )

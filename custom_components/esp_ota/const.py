@@ -18,9 +18,26 @@ CONF_FEED_URL: Final = "feed_url"
 CONF_FEED_PUBLIC_KEY: Final = "feed_public_key"
 CONF_CHANNEL: Final = "channel"
 CONF_REBOOT_TIMEOUT: Final = "reboot_timeout"
+CONF_DIRECT_DOWNLOAD: Final = "direct_download"
+CONF_MAX_PARALLEL_INSTALLS: Final = "max_parallel_installs"
 DEFAULT_CHANNEL: Final = "stable"
 # How long a device gets to come back after a reboot before an install is called failed.
 DEFAULT_REBOOT_TIMEOUT: Final = 180
+# Installs running at once across every device; the others wait in a queue. The smallest
+# value set on any loaded device applies (one queue for the whole installation).
+DEFAULT_MAX_PARALLEL_INSTALLS: Final = 2
+
+# The firmware server: Home Assistant serves verified images to devices over HTTPS on its
+# own port. Bound on every interface, since devices reach it over the LAN.
+FIRMWARE_SERVER_HOST: Final = "0.0.0.0"  # noqa: S104 - devices on the LAN download from it
+FIRMWARE_SERVER_PORT: Final = 8470
+# The image cache in the config folder, keyed by SHA-256, bounded in size.
+FIRMWARE_CACHE_MAX_BYTES: Final = 64 * 1024 * 1024
+# How long a device's download token stays valid (a slow link needs a while for 1.5 MB).
+DOWNLOAD_TOKEN_TTL_S: Final = 3600.0
+
+# Fired on the bus when an install ends, whatever the result (for automations).
+EVENT_UPDATE_FINISHED: Final = "esp_ota_update_finished"
 
 # The device pushes events; polling only catches what a dropped stream missed.
 DEVICE_POLL_INTERVAL: Final = timedelta(seconds=60)

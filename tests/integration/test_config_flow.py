@@ -18,8 +18,10 @@ from homeassistant.helpers.service_info.zeroconf import ZeroconfServiceInfo
 from custom_components.esp_ota.const import (
     CONF_CERT_FINGERPRINT,
     CONF_CHANNEL,
+    CONF_DIRECT_DOWNLOAD,
     CONF_FEED_PUBLIC_KEY,
     CONF_FEED_URL,
+    CONF_MAX_PARALLEL_INSTALLS,
     CONF_REBOOT_TIMEOUT,
     CONF_SECRET,
     DOMAIN,
@@ -304,6 +306,8 @@ async def test_options(hass: HomeAssistant, sim_device: SimDevice) -> None:
             CONF_FEED_PUBLIC_KEY: key,
             CONF_CHANNEL: "beta",
             CONF_REBOOT_TIMEOUT: 240,
+            CONF_DIRECT_DOWNLOAD: True,
+            CONF_MAX_PARALLEL_INSTALLS: 3,
         },
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -312,4 +316,6 @@ async def test_options(hass: HomeAssistant, sim_device: SimDevice) -> None:
         CONF_FEED_PUBLIC_KEY: key,
         CONF_CHANNEL: "beta",
         CONF_REBOOT_TIMEOUT: 240,
+        CONF_DIRECT_DOWNLOAD: True,
+        CONF_MAX_PARALLEL_INSTALLS: 3,
     }
