@@ -13,39 +13,25 @@ import asyncio
 import base64
 import contextlib
 import datetime
-import ipaddress
 import re
 import ssl
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from custom_components.esp_ota.espota import certificates
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
 
 
-@dataclass(frozen=True, slots=True)
-class ServerCertificate:
-    """A certificate and its key, PEM encoded."""
+class ServerCertificate(certificates.ServerCertificate):
+    """The library's server certificate, under the method name these tests use."""
 
-    cert_pem: str
-    key_pem: str
+    __slots__ = ()
 
     def server_context(self) -> ssl.SSLContext:
         """An SSL context for a server presenting this certificate."""
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        with tempfile.TemporaryDirectory() as folder:
-            cert_file = Path(folder) / "cert.pem"
-            key_file = Path(folder) / "key.pem"
-            cert_file.write_text(self.cert_pem)
-            key_file.write_text(self.key_pem)
-            context.load_cert_chain(cert_file, key_file)
-        return context
+        return self.ssl_context()
 
 
 def make_certificate(
@@ -53,32 +39,10 @@ def make_certificate(
 ) -> ServerCertificate:
     """A self-signed certificate valid for 127.0.0.1 (IP SAN), as a LAN server would have
     (`ca=False`: a plain leaf, as some tools make them)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
+    made = certificates.make_server_certificate(
+        ["127.0.0.1"], common_name=common_name, ca=ca, validity=datetime.timedelta(days=30)
     )
-    return ServerCertificate(
-        cert_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ).decode(),
-    )
+    return ServerCertificate(made.cert_pem, made.key_pem)
 
 
 @dataclass(frozen=True, slots=True)

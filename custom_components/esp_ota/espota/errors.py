@@ -83,3 +83,46 @@ class FeedHttpError(FeedError):
         super().__init__(f"feed server answered HTTP {status} for {url}")
         self.status = status
         self.url = url
+
+
+# --- firmware downloads and serving ---------------------------------------------------
+
+
+class FirmwareError(EspOtaError):
+    """A firmware image could not be fetched, stored or served."""
+
+
+class FirmwareDownloadError(FirmwareError):
+    """The image could not be downloaded: HTTP error status, timeout, broken connection.
+
+    `status` is the HTTP status when the server answered with an error, else None.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class FirmwareIntegrityError(FirmwareError):
+    """The downloaded bytes are not the ones the release names: size, SHA-256 or MD5."""
+
+
+class FirmwareTooLargeError(FirmwareError):
+    """The image is larger than the firmware store may hold."""
+
+
+class FirmwareMismatchError(FirmwareError):
+    """A valid image that does not fit the device or the release.
+
+    `field` is what differs (project, chip, chip_revision, version, secure_version),
+    `expected` what the device or the release (`against`) needs, `actual` what the image
+    says.
+    """
+
+    def __init__(self, field: str, *, expected: object, actual: object, against: str) -> None:
+        super().__init__(f"{field}: the image has {actual!r}, the {against} needs {expected!r}")
+        self.field = field
+        self.expected = expected
+        self.actual = actual
+        self.against = against  # "device" or "release"
