@@ -1,0 +1,410 @@
+"""Firmware images downloaded, verified and kept on disk, ready to be served to devices.
+
+An image is stored only after every check passed: its size and SHA-256 (or MD5, for ESP
+Web Tools releases) against the release, the image itself (StreamingImageVerifier, as it
+streams, in constant memory), then its descriptor against the device and the release
+(project, chip, chip revision, version, anti-rollback secure_version). Until then it is a
+temporary file that any failure removes; the last step is an atomic rename to
+``<sha256>.bin``, so the folder never holds a partial or unverified image under that name.
+
+The store is a cache keyed by SHA-256 and bounded in bytes: least recently used images are
+deleted once the total exceeds ``max_bytes``, except those pinned (being served). Every
+file operation runs in a thread: Home Assistant flags blocking calls in its event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import tempfile
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+import aiohttp
+
+from .chips import format_chip_revision, normalize_chip_name
+from .errors import (
+    FirmwareDownloadError,
+    FirmwareIntegrityError,
+    FirmwareMismatchError,
+    FirmwareTooLargeError,
+    ImageError,
+)
+from .feed import Release
+from .image import RECOMMENDED_CHUNK_SIZE, ImageInfo, StreamingImageVerifier
+from .selection import DeviceFirmware
+
+_LOGGER = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES: Final = 64 * 1024 * 1024
+# Seconds to connect, and seconds without a byte before a download is given up. There is
+# no bound on the whole download: a large image over a slow link may take minutes.
+DEFAULT_TIMEOUT: Final = 30.0
+# Bytes handed to a worker thread at a time (written, hashed and verified there): large
+# enough that the thread hop costs nothing next to the work, small enough to be constant.
+_BATCH: Final = 256 * 1024
+_SUFFIX: Final = ".bin"
+_PARTIAL_PREFIX: Final = ".partial-"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """A verified image in the store."""
+
+    path: Path
+    sha256: str  # hex, of the whole file
+    size: int
+    info: ImageInfo  # header and descriptor (info.app.app_elf_sha256, version, ...)
+
+
+class _Download:
+    """One download's temporary file and running digests; used from worker threads."""
+
+    def __init__(self, file: BinaryIO, want_md5: bool) -> None:
+        self.file = file
+        self.verifier = StreamingImageVerifier()
+        self.md5 = hashlib.md5(usedforsecurity=False) if want_md5 else None
+
+    def absorb(self, data: bytes) -> None:
+        self.file.write(data)
+        if self.md5 is not None:
+            self.md5.update(data)
+        self.verifier.update(data)
+
+    def finish(self) -> ImageInfo:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        return self.verifier.finish()
+
+
+def _verify_file(path: Path, want_md5: bool) -> tuple[ImageInfo, str | None]:
+    """Read a stored file again: its image info (with SHA-256) and MD5 if asked. Blocking."""
+    verifier = StreamingImageVerifier()
+    md5 = hashlib.md5(usedforsecurity=False) if want_md5 else None
+    with path.open("rb") as file:
+        while chunk := file.read(_BATCH):
+            verifier.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+    return verifier.finish(), md5.hexdigest() if md5 is not None else None
+
+
+def check_fits(info: ImageInfo, release: Release, device: DeviceFirmware) -> None:
+    """Raise FirmwareMismatchError unless the image fits both the release and the device.
+
+    The checks a device makes after the first 1 KiB (chip id and revision, then
+    advanced_https_ota's project and anti-rollback checks), plus the release's own claims
+    (project, chip, version), so a mismatched image is refused before a device spends a
+    download on it.
+    """
+    app, header = info.app, info.header
+    # An ESP Web Tools manifest's "name" is a display name, not the descriptor's project.
+    if release.sha256 is not None and app.project_name != release.project:
+        raise FirmwareMismatchError(
+            "project", expected=release.project, actual=app.project_name, against="release"
+        )
+    if app.project_name != device.project:
+        raise FirmwareMismatchError(
+            "project", expected=device.project, actual=app.project_name, against="device"
+        )
+    if info.chip != release.chip:
+        raise FirmwareMismatchError(
+            "chip", expected=release.chip, actual=info.chip, against="release"
+        )
+    try:
+        device_chip = normalize_chip_name(device.chip)
+    except ValueError:
+        device_chip = device.chip
+    if info.chip != device_chip:
+        raise FirmwareMismatchError(
+            "chip", expected=device_chip, actual=info.chip, against="device"
+        )
+    if not header.supports_chip_revision(device.chip_revision):
+        raise FirmwareMismatchError(
+            "chip_revision",
+            expected=format_chip_revision(device.chip_revision),
+            actual=header.chip_revision_range,
+            against="device",
+        )
+    if app.version != release.version:
+        raise FirmwareMismatchError(
+            "version", expected=release.version, actual=app.version, against="release"
+        )
+    if app.secure_version < device.secure_version:
+        raise FirmwareMismatchError(
+            "secure_version",
+            expected=f">= {device.secure_version}",
+            actual=app.secure_version,
+            against="device",
+        )
+
+
+class FirmwareStore:
+    """Downloads releases into `folder`, verified, as a cache bounded by `max_bytes`.
+
+    `session` is injected (Home Assistant's shared one) and never closed here. Pin an
+    image (``pin``) for as long as it is served: eviction never deletes a pinned image,
+    nor the one a fetch is about to return. Fetch and pin in the same step of a task (no
+    await in between) so no other fetch can evict the image first.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        session: aiohttp.ClientSession,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.folder = folder
+        self.max_bytes = max_bytes
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self._entries: OrderedDict[str, int] = OrderedDict()  # sha256 -> size, LRU first
+        self._pins: Counter[str] = Counter()
+        self._md5_to_sha256: dict[str, str] = {}  # Web Tools releases seen in this run
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._loaded = False
+        self._load_lock = asyncio.Lock()
+
+    # --- what is stored ---------------------------------------------------------
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the images stored (after the first fetch has read the folder)."""
+        return sum(self._entries.values())
+
+    def cached(self) -> list[str]:
+        """SHA-256 of the stored images, least recently used first."""
+        return list(self._entries)
+
+    def path_for(self, sha256: str) -> Path:
+        """Where the image with this SHA-256 is (or would be) stored."""
+        return self.folder / f"{sha256}{_SUFFIX}"
+
+    # --- pins -------------------------------------------------------------------
+
+    def pin(self, image: StoredImage) -> None:
+        """Mark the image in use (counted: pin once per device being served)."""
+        self._pins[image.sha256] += 1
+
+    def unpin(self, image: StoredImage) -> None:
+        """Release one pin; an image without pins may be evicted again."""
+        if self._pins[image.sha256] <= 1:
+            del self._pins[image.sha256]
+        else:
+            self._pins[image.sha256] -= 1
+
+    def in_use(self, sha256: str) -> bool:
+        """Whether the image is pinned."""
+        return self._pins[sha256] > 0
+
+    # --- fetching ---------------------------------------------------------------
+
+    async def fetch(self, release: Release, device: DeviceFirmware) -> StoredImage:
+        """The release's image, verified and fitting the device: from the store or downloaded.
+
+        Raises FirmwareDownloadError, FirmwareIntegrityError, FirmwareTooLargeError,
+        FirmwareMismatchError, or an ImageError subclass for a malformed image. A failed
+        download leaves nothing behind.
+        """
+        if release.sha256 is None and release.md5 is None:
+            raise FirmwareIntegrityError(f"{release.url}: the release names no SHA-256 or MD5")
+        if release.size is not None and release.size > self.max_bytes:
+            raise FirmwareTooLargeError(
+                f"{release.url} is {release.size} bytes, the firmware store holds at most "
+                f"{self.max_bytes}"
+            )
+        await self._load()
+        key = release.sha256 or f"md5:{release.md5}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            image = await self._cached(release)
+            if image is None:
+                image = await self._download(release, device)
+            else:
+                check_fits(image.info, release, device)
+            self._entries.move_to_end(image.sha256)
+            return image
+
+    async def _load(self) -> None:
+        """Read the folder once: images kept from an earlier run, oldest use first."""
+        async with self._load_lock:
+            if self._loaded:
+                return
+            found = await asyncio.to_thread(self._scan)
+            for sha256, size in found:
+                self._entries.setdefault(sha256, size)
+            self._loaded = True
+
+    def _scan(self) -> list[tuple[str, int]]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        found: list[tuple[float, str, int]] = []
+        for path in self.folder.iterdir():
+            if path.name.startswith(_PARTIAL_PREFIX):  # left by a crash mid-download
+                path.unlink(missing_ok=True)
+                continue
+            stem = path.name.removesuffix(_SUFFIX)
+            if path.suffix == _SUFFIX and len(stem) == 64 and path.is_file():
+                stat = path.stat()
+                found.append((stat.st_mtime, stem, stat.st_size))
+        return [(sha256, size) for _, sha256, size in sorted(found)]
+
+    async def _cached(self, release: Release) -> StoredImage | None:
+        """The stored image of the release after re-reading it, or None.
+
+        A stored file that no longer has its size or hash (tampered with, or damaged on
+        disk) is deleted, so the caller downloads it again.
+        """
+        sha256 = release.sha256 or self._md5_to_sha256.get(release.md5 or "")
+        if sha256 is None or sha256 not in self._entries:
+            return None
+        path = self.path_for(sha256)
+        size = self._entries[sha256]
+        try:
+            info, md5 = await asyncio.to_thread(self._recheck, path, size, release.md5)
+        except (OSError, ImageError) as err:  # gone, or altered into a broken image
+            _LOGGER.warning("Stored firmware %s is damaged (%s); downloading it again", path, err)
+            info, md5 = None, None
+        if (
+            info is None
+            or info.file_sha256 != sha256
+            or (release.size is not None and info.file_size != release.size)
+            or (release.sha256 is None and md5 != release.md5)
+        ):
+            if info is not None:
+                _LOGGER.warning("Stored firmware %s was altered; downloading it again", path)
+            await self._forget(sha256)
+            return None
+        await asyncio.to_thread(os.utime, path)  # its use, for the order after a restart
+        return StoredImage(path=path, sha256=sha256, size=info.file_size, info=info)
+
+    @staticmethod
+    def _recheck(path: Path, size: int, md5: str | None) -> tuple[ImageInfo | None, str | None]:
+        if path.stat().st_size != size:
+            return None, None
+        return _verify_file(path, md5 is not None)
+
+    async def _forget(self, sha256: str) -> None:
+        self._entries.pop(sha256, None)
+        await asyncio.to_thread(self.path_for(sha256).unlink, missing_ok=True)
+
+    async def _download(self, release: Release, device: DeviceFirmware) -> StoredImage:
+        limit = release.size if release.size is not None else self.max_bytes
+        descriptor, name = await asyncio.to_thread(
+            tempfile.mkstemp, prefix=_PARTIAL_PREFIX, dir=self.folder
+        )
+        temporary = Path(name)
+        download = _Download(os.fdopen(descriptor, "wb"), release.sha256 is None)
+        try:
+            info = await self._stream(release, download, limit)
+            self._check_integrity(release, info, download)
+            check_fits(info, release, device)
+            final = self.path_for(info.file_sha256)
+            await asyncio.to_thread(temporary.replace, final)
+        except BaseException:
+            # Shielded: a cancelled fetch must still remove its temporary file.
+            await asyncio.shield(asyncio.to_thread(self._discard, download, temporary))
+            raise
+        if release.md5 is not None:
+            self._md5_to_sha256[release.md5] = info.file_sha256
+        self._entries[info.file_sha256] = info.file_size
+        self._entries.move_to_end(info.file_sha256)
+        _LOGGER.debug(
+            "Stored firmware %s (%d bytes) from %s", final.name, info.file_size, release.url
+        )
+        await self._evict(keep=info.file_sha256)
+        return StoredImage(path=final, sha256=info.file_sha256, size=info.file_size, info=info)
+
+    async def _stream(self, release: Release, download: _Download, limit: int) -> ImageInfo:
+        url = release.url
+        try:
+            async with self._session.get(
+                url, timeout=self._timeout, raise_for_status=False, auto_decompress=False
+            ) as response:
+                if response.status != 200:
+                    raise FirmwareDownloadError(
+                        f"{url} answered HTTP {response.status}", url=url, status=response.status
+                    )
+                announced = response.content_length
+                if announced is not None and announced > limit:
+                    raise self._too_big(release, announced)
+                if announced is not None and release.size is not None and announced != limit:
+                    raise FirmwareIntegrityError(
+                        f"{url} is {announced} bytes, the release says {release.size}"
+                    )
+                received = 0
+                batch = bytearray()
+                async for chunk in response.content.iter_chunked(RECOMMENDED_CHUNK_SIZE):
+                    received += len(chunk)
+                    if received > limit:  # stop at once: never store more than promised
+                        raise self._too_big(release, received)
+                    batch += chunk
+                    if len(batch) >= _BATCH:
+                        await asyncio.to_thread(download.absorb, bytes(batch))
+                        batch.clear()
+                if batch:
+                    await asyncio.to_thread(download.absorb, bytes(batch))
+        except TimeoutError as err:
+            raise FirmwareDownloadError(
+                f"{url} sent nothing for {self._timeout.sock_read} s", url=url
+            ) from err
+        except aiohttp.InvalidURL as err:
+            raise FirmwareDownloadError(f"{url} is not a valid URL", url=url) from err
+        except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as err:
+            raise FirmwareDownloadError(f"could not download {url}: {err}", url=url) from err
+        if release.size is not None and received != release.size:
+            raise FirmwareIntegrityError(
+                f"{url} ended after {received} bytes, the release says {release.size}"
+            )
+        return await asyncio.to_thread(download.finish)
+
+    def _too_big(self, release: Release, received: int) -> Exception:
+        if release.size is not None:
+            return FirmwareIntegrityError(
+                f"{release.url} is larger than the {release.size} bytes the release says "
+                f"(at least {received})"
+            )
+        return FirmwareTooLargeError(
+            f"{release.url} is larger than the {self.max_bytes} bytes the store holds"
+        )
+
+    @staticmethod
+    def _check_integrity(release: Release, info: ImageInfo, download: _Download) -> None:
+        if release.sha256 is not None and info.file_sha256 != release.sha256:
+            raise FirmwareIntegrityError(
+                f"{release.url} has SHA-256 {info.file_sha256}, the release says {release.sha256}"
+            )
+        if release.sha256 is None and download.md5 is not None:
+            md5 = download.md5.hexdigest()
+            if md5 != release.md5:
+                raise FirmwareIntegrityError(
+                    f"{release.url} has MD5 {md5}, the release says {release.md5}"
+                )
+
+    @staticmethod
+    def _discard(download: _Download, temporary: Path) -> None:
+        with contextlib.suppress(OSError):
+            download.file.close()
+        temporary.unlink(missing_ok=True)
+
+    async def _evict(self, *, keep: str) -> None:
+        """Delete least recently used images until the total fits, sparing pinned ones."""
+        total = self.total_bytes
+        doomed: list[str] = []
+        for sha256, size in self._entries.items():
+            if total <= self.max_bytes:
+                break
+            if sha256 == keep or self.in_use(sha256):
+                continue
+            doomed.append(sha256)
+            total -= size
+        for sha256 in doomed:
+            _LOGGER.debug("Evicting stored firmware %s", sha256)
+            await self._forget(sha256)

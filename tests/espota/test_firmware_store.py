@@ -1,0 +1,622 @@
+"""The firmware store against a real HTTP release server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from custom_components.esp_ota.espota import errors
+from custom_components.esp_ota.espota.errors import (
+    FirmwareDownloadError,
+    FirmwareIntegrityError,
+    FirmwareMismatchError,
+    FirmwareTooLargeError,
+)
+from custom_components.esp_ota.espota.feed import Channel, Release
+from custom_components.esp_ota.espota.firmware_store import FirmwareStore, StoredImage
+from custom_components.esp_ota.espota.image import parse_image
+from custom_components.esp_ota.espota.image_builder import (
+    Defect,
+    build_app_image,
+    build_broken_image,
+)
+from custom_components.esp_ota.espota.selection import DeviceFirmware
+
+DEVICE = DeviceFirmware(
+    project="garden", chip="esp32", chip_revision=301, version="1.0.0", secure_version=1
+)
+SIZE = 96 * 1024
+
+
+def image(version: str = "1.1.0", **kwargs: Any) -> bytes:
+    """A valid image of the garden project (96 KiB unless told)."""
+    kwargs.setdefault("project", "garden")
+    kwargs.setdefault("size", SIZE)
+    kwargs.setdefault("secure_version", 1)
+    return build_app_image(version=version, **kwargs)
+
+
+@dataclass
+class ReleaseServer:
+    """Serves files; switches for the ways a download can go wrong."""
+
+    base_url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+    status: int = 200
+    chunked: bool = False
+    content_length: int | None = None  # announce this instead of the real length
+    stall_before_headers_s: float = 0.0
+    stall_at: int | None = None  # stop sending at this offset, for stall_s
+    stall_s: float = 0.0
+    drop_at: int | None = None  # close the connection at this offset
+    extra: bytes = b""  # sent after the file (more than the release says)
+    sent: int = 0  # bytes of body written by the last request
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, name: str, data: bytes) -> str:
+        self.files[f"/{name}"] = data
+        return f"{self.base_url}/{name}"
+
+    async def _pause(self, seconds: float) -> None:
+        # Interrupted by the fixture's teardown: no handler left sleeping.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), seconds)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append(request.path)
+        if self.stall_before_headers_s:
+            await self._pause(self.stall_before_headers_s)
+        if self.status != 200:
+            return web.Response(status=self.status)
+        data = self.files.get(request.path)
+        if data is None:
+            return web.Response(status=404)
+        body = data + self.extra
+        response = web.StreamResponse()
+        if self.chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = (
+                self.content_length if self.content_length is not None else len(body)
+            )
+        await response.prepare(request)
+        self.sent = 0
+        for offset in range(0, len(body), 16384):
+            piece = body[offset : offset + 16384]
+            if self.drop_at is not None and offset + len(piece) > self.drop_at:
+                await response.write(piece[: self.drop_at - offset])
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if self.stall_at is not None and offset + len(piece) > self.stall_at:
+                await self._pause(self.stall_s)
+                self.stall_at = None
+            await response.write(piece)
+            self.sent += len(piece)
+        await response.write_eof()
+        return response
+
+
+@pytest.fixture
+async def release_server(socket_enabled: None) -> AsyncIterator[ReleaseServer]:
+    server = ReleaseServer()
+    app = web.Application()
+    app.router.add_get("/{name}", server.handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield server
+    server.closing.set()
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session(socket_enabled: None) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+@pytest.fixture
+def store(tmp_path: Path, session: aiohttp.ClientSession) -> FirmwareStore:
+    return FirmwareStore(tmp_path / "firmware", session, timeout=0.5)
+
+
+def release_for(url: str, data: bytes, **changes: Any) -> Release:
+    """A native-feed release describing `data` at `url`."""
+    release = Release(
+        project="garden",
+        chip="esp32",
+        version="1.1.0",
+        channel=Channel.STABLE,
+        url=url,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        md5=None,
+        secure_version=1,
+        min_chip_rev=None,
+        max_chip_rev=None,
+        summary=None,
+        release_notes_url=None,
+        published=None,
+    )
+    return replace(release, **changes)
+
+
+def web_tools_release(url: str, data: bytes, **changes: Any) -> Release:
+    """An ESP Web Tools release: MD5, no size, no SHA-256, a display name as project."""
+    fields: dict[str, Any] = {
+        "project": "Garden Sensor",
+        "size": None,
+        "sha256": None,
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+    }
+    return release_for(url, data, **(fields | changes))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+# --- a good fetch, and the cache ---------------------------------------------------------
+
+
+async def test_fetch_verifies_and_stores_under_the_sha256(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image(app_elf_sha256="ab" * 32, min_chip_rev_full=300, max_chip_rev_full=399)
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    assert isinstance(stored, StoredImage)
+    assert stored.sha256 == release.sha256
+    assert stored.size == len(data)
+    assert stored.path == store.folder / f"{release.sha256}.bin"
+    assert stored.path.read_bytes() == data
+    assert stored.info == parse_image(data)
+    assert stored.info.app.app_elf_sha256 == "ab" * 32
+    assert leftovers(store.folder) == [f"{release.sha256}.bin"]
+    assert store.cached() == [release.sha256]
+    assert store.total_bytes == len(data)
+
+
+async def test_second_fetch_reuses_the_file(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    first = await store.fetch(release, DEVICE)
+    second = await store.fetch(release, DEVICE)
+    assert second == first
+    assert release_server.requests == ["/garden.bin"]
+
+
+async def test_concurrent_fetches_of_one_release_download_once(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    results = await asyncio.gather(*(store.fetch(release, DEVICE) for _ in range(5)))
+    assert len({result.path for result in results}) == 1
+    assert release_server.requests == ["/garden.bin"]
+
+
+async def test_a_large_image_streams_through_in_batches(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image(size=3 * 1024 * 1024 + 16)  # several write batches and a partial last one
+    release = release_for(release_server.add("large.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    assert stored.path.read_bytes() == data
+    assert stored.info.file_size == len(data)
+
+
+@pytest.mark.parametrize(
+    "damage", ["flipped_byte", "truncated", "deleted", "broken_image", "another_image"]
+)
+async def test_a_damaged_cached_file_is_downloaded_again(
+    store: FirmwareStore, release_server: ReleaseServer, damage: str
+) -> None:
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    match damage:
+        case "flipped_byte":  # same size, another hash (and checksum)
+            raw = bytearray(data)
+            raw[5000] ^= 0x01
+            stored.path.write_bytes(raw)
+        case "truncated":
+            stored.path.write_bytes(data[:1000])
+        case "deleted":
+            stored.path.unlink()
+        case "broken_image":  # same size, first byte no longer the magic
+            stored.path.write_bytes(b"\x00" + data[1:])
+        case "another_image":  # a valid image of the same size, but not this one
+            stored.path.write_bytes(image(seed=7))
+    again = await store.fetch(release, DEVICE)
+    assert again.path.read_bytes() == data
+    assert release_server.requests == ["/garden.bin", "/garden.bin"]
+    assert leftovers(store.folder) == [f"{release.sha256}.bin"]
+
+
+async def test_a_new_store_finds_the_images_of_an_earlier_run(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    folder = tmp_path / "firmware"
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    await FirmwareStore(folder, session).fetch(release, DEVICE)
+    (folder / ".partial-crashed").write_bytes(b"half an image")  # a crash mid-download
+    (folder / "notes.txt").write_text("not an image")
+    again = FirmwareStore(folder, session)
+    stored = await again.fetch(release, DEVICE)
+    assert stored.path.read_bytes() == data
+    assert release_server.requests == ["/garden.bin"]
+    assert leftovers(folder) == [f"{release.sha256}.bin", "notes.txt"]
+
+
+# --- what the release promises ----------------------------------------------------------
+
+
+async def test_shorter_than_the_release_says(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data, size=len(data) + 16)
+    with pytest.raises(FirmwareIntegrityError, match=rf"{len(data)} bytes.*says {len(data) + 16}"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_chunked_body_shorter_than_the_release_says(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release_server.chunked = True
+    release = release_for(release_server.add("garden.bin", data), data, size=len(data) + 16)
+    with pytest.raises(FirmwareIntegrityError, match=rf"ended after {len(data)} bytes"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_announced_length_over_the_release_size_is_refused_before_the_body(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release_server.extra = b"\0" * 16
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareIntegrityError, match="larger than"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_a_body_longer_than_the_release_stops_as_soon_as_it_exceeds(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release_server.chunked = True  # no Content-Length to refuse up front
+    release_server.extra = b"\0" * (32 * 1024 * 1024)
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareIntegrityError, match=rf"larger than the {len(data)} bytes"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+    # The client hung up long before the server could send the 32 MiB extra (what it
+    # wrote is what the loopback socket buffers took in the meantime).
+    assert release_server.sent < 16 * 1024 * 1024
+
+
+async def test_sha256_mismatch(store: FirmwareStore, release_server: ReleaseServer) -> None:
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data, sha256="0" * 64)
+    with pytest.raises(FirmwareIntegrityError, match=f"SHA-256 {hashlib.sha256(data).hexdigest()}"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_a_release_without_any_digest_is_refused(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release = web_tools_release(release_server.add("garden.bin", data), data, md5=None)
+    with pytest.raises(FirmwareIntegrityError, match="no SHA-256 or MD5"):
+        await store.fetch(release, DEVICE)
+    assert release_server.requests == []
+
+
+# --- ESP Web Tools releases (MD5) -------------------------------------------------------
+
+
+async def test_web_tools_release_checks_md5_and_is_keyed_by_sha256(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release = web_tools_release(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert stored.path.name == f"{stored.sha256}.bin"
+    assert await store.fetch(release, DEVICE) == stored  # cached by its MD5 in this run
+    assert release_server.requests == ["/garden.bin"]
+    # Tampered: the MD5 no longer matches, downloaded again.
+    stored.path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert (await store.fetch(release, DEVICE)).path.read_bytes() == data
+    assert len(release_server.requests) == 2
+
+
+async def test_web_tools_md5_mismatch(store: FirmwareStore, release_server: ReleaseServer) -> None:
+    data = image()
+    release = web_tools_release(release_server.add("garden.bin", data), data, md5="1" * 32)
+    with pytest.raises(FirmwareIntegrityError, match=r"MD5 .* says 1111"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_web_tools_release_larger_than_the_store(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release_server.chunked = True
+    store = FirmwareStore(tmp_path, session, max_bytes=64 * 1024)
+    release = web_tools_release(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareTooLargeError, match="65536 bytes the store holds"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(tmp_path) == []
+
+
+async def test_release_larger_than_the_store_is_not_downloaded(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    data = image()
+    store = FirmwareStore(tmp_path, session, max_bytes=len(data) - 1)
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareTooLargeError, match="at most"):
+        await store.fetch(release, DEVICE)
+    assert release_server.requests == []
+
+
+# --- does it fit the device and the release ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"project": "kitchen"}, {}, {}, "project", ("'kitchen'", "'garden'")),
+        ({}, {}, {"project": "kitchen"}, "project", ("'garden'", "'kitchen'")),
+        ({"chip": "esp32s3"}, {}, {}, "chip", ("'esp32s3'", "'esp32'")),
+        ({}, {}, {"chip": "ESP32-C3"}, "chip", ("'esp32'", "'esp32c3'")),
+        ({}, {}, {"chip": "esp8266"}, "chip", ("'esp32'", "'esp8266'")),
+        ({"min_chip_rev_full": 302}, {}, {}, "chip_revision", ("'v3.2 - v3.99'", "'v3.1'")),
+        ({"max_chip_rev_full": 300}, {}, {}, "chip_revision", ("'v0.0 - v3.0'", "'v3.1'")),
+        ({}, {"version": "1.2.0"}, {}, "version", ("'1.1.0'", "'1.2.0'")),
+        ({"secure_version": 0}, {}, {}, "secure_version", ("0", "'>= 1'")),
+    ],
+)
+async def test_mismatch_names_the_field_and_both_values(
+    store: FirmwareStore, release_server: ReleaseServer, case: tuple[Any, ...]
+) -> None:
+    build, release_changes, device_changes, field, values = case
+    data = image(**build)
+    release = release_for(release_server.add("garden.bin", data), data, **release_changes)
+    if "chip" in build:
+        release = replace(release, chip=build["chip"])  # the release is right, the device not
+    device = replace(DEVICE, **device_changes)
+    with pytest.raises(FirmwareMismatchError) as caught:
+        await store.fetch(release, device)
+    assert caught.value.field == field
+    actual, expected = values
+    assert str(caught.value).startswith(f"{field}: the image has {actual}")
+    assert str(caught.value).endswith(f"needs {expected}")
+    assert leftovers(store.folder) == []
+
+
+async def test_the_release_claims_are_checked_too(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image(chip="esp32s3")
+    url = release_server.add("garden.bin", data)
+    with pytest.raises(
+        FirmwareMismatchError, match=r"chip: .* the release needs 'esp32'"
+    ) as caught:
+        await store.fetch(release_for(url, data), replace(DEVICE, chip="esp32s3"))
+    assert caught.value.against == "release"
+    with pytest.raises(FirmwareMismatchError, match=r"project: .* the release needs 'other'"):
+        await store.fetch(
+            release_for(url, data, project="other", chip="esp32s3"), replace(DEVICE, chip="esp32s3")
+        )
+
+
+async def test_a_cached_image_is_checked_against_each_device(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image(min_chip_rev_full=300)
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    with pytest.raises(FirmwareMismatchError, match="chip_revision"):
+        await store.fetch(release, replace(DEVICE, chip_revision=100))
+    # The image stays: it is right, only not for that device.
+    assert stored.path.exists()
+    assert await store.fetch(release, DEVICE) == stored
+    assert release_server.requests == ["/garden.bin"]
+
+
+# --- broken images ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("defect", "error"),
+    [
+        (Defect.BAD_MAGIC, errors.BadMagicError),
+        (Defect.TOO_SHORT, errors.ImageTooShortError),
+        (Defect.TOO_MANY_SEGMENTS, errors.TooManySegmentsError),
+        (Defect.SEGMENT_OVERRUN, errors.SegmentOverrunError),
+        (Defect.UNALIGNED_SEGMENT, errors.SegmentLengthError),
+        (Defect.BAD_CHECKSUM, errors.ChecksumMismatchError),
+        (Defect.BAD_SHA256, errors.Sha256MismatchError),
+        (Defect.NO_APP_DESCRIPTOR, errors.NoAppDescriptorError),
+        (Defect.TRUNCATED, errors.SegmentOverrunError),
+    ],
+)
+async def test_a_malformed_image_raises_its_image_error(
+    store: FirmwareStore,
+    release_server: ReleaseServer,
+    defect: Defect,
+    error: type[Exception],
+) -> None:
+    """The release describes the broken bytes exactly: only the image check catches it."""
+    data = build_broken_image(defect, project="garden", version="1.1.0", size=SIZE)
+    release = release_for(release_server.add("broken.bin", data), data)
+    with pytest.raises(error):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+# --- the network -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [403, 404, 500])
+async def test_http_error_status(
+    store: FirmwareStore, release_server: ReleaseServer, status: int
+) -> None:
+    data = image()
+    release_server.status = status
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareDownloadError, match=f"HTTP {status}") as caught:
+        await store.fetch(release, DEVICE)
+    assert caught.value.status == status
+    assert caught.value.url == release.url
+    assert leftovers(store.folder) == []
+
+
+async def test_connection_refused(
+    store: FirmwareStore, release_server: ReleaseServer, unused_tcp_port: int
+) -> None:
+    data = image()
+    release = release_for(f"http://127.0.0.1:{unused_tcp_port}/garden.bin", data)
+    with pytest.raises(FirmwareDownloadError, match="could not download") as caught:
+        await store.fetch(release, DEVICE)
+    assert caught.value.status is None
+    assert leftovers(store.folder) == []
+
+
+async def test_invalid_url(store: FirmwareStore) -> None:
+    data = image()
+    with pytest.raises(FirmwareDownloadError, match="not a valid URL"):
+        await store.fetch(release_for("http://", data), DEVICE)
+
+
+async def test_connection_dropped_mid_body(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release_server.drop_at = 40_000
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareDownloadError, match="could not download"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_no_answer_in_time(store: FirmwareStore, release_server: ReleaseServer) -> None:
+    data = image()
+    release_server.stall_before_headers_s = 5
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareDownloadError, match=r"sent nothing for 0.5 s"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_a_body_that_stalls(store: FirmwareStore, release_server: ReleaseServer) -> None:
+    data = image()
+    release_server.stall_at, release_server.stall_s = 50_000, 5
+    release = release_for(release_server.add("garden.bin", data), data)
+    with pytest.raises(FirmwareDownloadError, match="sent nothing"):
+        await store.fetch(release, DEVICE)
+    assert leftovers(store.folder) == []
+
+
+async def test_a_cancelled_fetch_leaves_nothing(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release_server.stall_at, release_server.stall_s = 50_000, 5
+    release = release_for(release_server.add("garden.bin", data), data)
+    task = asyncio.create_task(store.fetch(release, DEVICE))
+    while not any(name.startswith(".partial-") for name in leftovers(store.folder)):  # noqa: ASYNC110 - a file, not an event
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert leftovers(store.folder) == []
+
+
+# --- the bound ---------------------------------------------------------------------------
+
+
+async def test_least_recently_used_images_are_evicted_within_the_bound(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    store = FirmwareStore(tmp_path, session, max_bytes=3 * SIZE)
+    releases = []
+    for index in range(5):
+        data = image(seed=index)
+        releases.append(release_for(release_server.add(f"{index}.bin", data), data))
+    for release in releases[:3]:
+        await store.fetch(release, DEVICE)
+    await store.fetch(releases[0], DEVICE)  # 0 used again: 1 is now the oldest
+    await store.fetch(releases[3], DEVICE)
+    assert store.cached() == [releases[2].sha256, releases[0].sha256, releases[3].sha256]
+    assert store.total_bytes <= store.max_bytes
+    assert sorted(leftovers(tmp_path)) == sorted(
+        f"{r.sha256}.bin" for r in [releases[0], releases[2], releases[3]]
+    )
+
+
+async def test_pinned_images_are_never_evicted(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    store = FirmwareStore(tmp_path, session, max_bytes=2 * SIZE)
+    stored = []
+    for index in range(4):
+        data = image(seed=index)
+        release = release_for(release_server.add(f"{index}.bin", data), data)
+        stored.append(await store.fetch(release, DEVICE))
+        if index == 0:
+            store.pin(stored[0])
+            store.pin(stored[0])  # two devices served from it
+    assert store.in_use(stored[0].sha256)
+    assert stored[0].path.exists()
+    assert store.cached() == [stored[0].sha256, stored[3].sha256]
+    store.unpin(stored[0])
+    assert store.in_use(stored[0].sha256)  # one device still pulls it
+    store.unpin(stored[0])
+    assert not store.in_use(stored[0].sha256)
+    data = image(seed=9)
+    await store.fetch(release_for(release_server.add("9.bin", data), data), DEVICE)
+    assert not stored[0].path.exists()
+    assert store.total_bytes <= store.max_bytes
+
+
+async def test_all_pinned_leaves_the_store_over_its_bound(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    store = FirmwareStore(tmp_path, session, max_bytes=SIZE)
+    first_data, second_data = image(seed=1), image(seed=2)
+    first = await store.fetch(
+        release_for(release_server.add("1.bin", first_data), first_data), DEVICE
+    )
+    store.pin(first)
+    second = await store.fetch(
+        release_for(release_server.add("2.bin", second_data), second_data), DEVICE
+    )
+    # Neither is deleted: one is served, the other is about to be.
+    assert first.path.exists()
+    assert second.path.exists()
+    assert store.total_bytes == 2 * SIZE
