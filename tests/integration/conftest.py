@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -221,3 +222,21 @@ async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
+
+
+async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
+    """Let the event loop run until `condition` holds (TimeoutError after `within_s`)."""
+    async with asyncio.timeout(within_s):
+        # Polled: what the tests wait for comes from several tasks (listener, polls, device).
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)
+
+
+async def wait_for_event_stream(sim: SimDevice) -> None:
+    """Wait until Home Assistant follows the device's events.
+
+    Unloading an entry while its listener is still in the TLS handshake resets that
+    connection, which asyncio reports as an error in debug mode (the tests' mode)."""
+    await wait_for(lambda: sim.server.open_streams == 1)

@@ -9,7 +9,7 @@ from pytest_homeassistant_custom_component.typing import WebSocketGenerator
 
 from custom_components.esp_ota.const import DOMAIN
 
-from .conftest import SimDevice, make_entry, setup_entry
+from .conftest import SimDevice, make_entry, setup_entry, wait_for_event_stream
 
 STALE_MAC = "24:0a:c4:00:00:99"
 
@@ -20,6 +20,7 @@ async def test_removing_the_entry_removes_its_device(
     """The device goes with its entry."""
     entry = make_entry(sim_device)
     await setup_entry(hass, entry)
+    await wait_for_event_stream(sim_device)
     device = device_registry.async_get_device_by_identifier(
         (DOMAIN, sim_device.mac), entry.entry_id
     )
@@ -43,6 +44,7 @@ async def test_stale_devices_of_the_entry_are_removed_at_setup(
     )
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
+    await wait_for_event_stream(sim_device)
     assert device_registry.async_get(stale.id) is None
     devices = dr.async_entries_for_config_entry(device_registry, entry.entry_id)
     assert [device.identifiers for device in devices] == [{(DOMAIN, sim_device.mac)}]
@@ -58,6 +60,7 @@ async def test_user_may_remove_a_stale_device_but_not_the_live_one(
     assert await async_setup_component(hass, "config", {})
     entry = make_entry(sim_device)
     await setup_entry(hass, entry)
+    await wait_for_event_stream(sim_device)
     live = device_registry.async_get_device_by_identifier((DOMAIN, sim_device.mac), entry.entry_id)
     assert live is not None
     stale = device_registry.async_get_or_create(

@@ -1,0 +1,233 @@
+"""quality_scale.yaml: every rule of every tier, with an honest status the code backs up."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from homeassistant.util.yaml import load_yaml_dict
+
+from custom_components.esp_ota.const import DOMAIN
+from tests.conftest import REPO_ROOT
+
+INTEGRATION = REPO_ROOT / "custom_components" / DOMAIN
+
+# Home Assistant's integration quality scale, tier by tier (developers.home-assistant.io).
+TIERS: dict[str, tuple[str, ...]] = {
+    "bronze": (
+        "action-setup",
+        "appropriate-polling",
+        "brands",
+        "common-modules",
+        "config-flow-test-coverage",
+        "config-flow",
+        "dependency-transparency",
+        "docs-actions",
+        "docs-conditions",
+        "docs-high-level-description",
+        "docs-installation-instructions",
+        "docs-removal-instructions",
+        "docs-triggers",
+        "entity-event-setup",
+        "entity-unique-id",
+        "has-entity-name",
+        "runtime-data",
+        "test-before-configure",
+        "test-before-setup",
+        "unique-config-entry",
+    ),
+    "silver": (
+        "action-exceptions",
+        "config-entry-unloading",
+        "docs-configuration-parameters",
+        "docs-installation-parameters",
+        "entity-unavailable",
+        "integration-owner",
+        "log-when-unavailable",
+        "parallel-updates",
+        "reauthentication-flow",
+        "test-coverage",
+    ),
+    "gold": (
+        "devices",
+        "diagnostics",
+        "discovery-update-info",
+        "discovery",
+        "docs-data-update",
+        "docs-examples",
+        "docs-known-limitations",
+        "docs-supported-devices",
+        "docs-supported-functions",
+        "docs-troubleshooting",
+        "docs-use-cases",
+        "dynamic-devices",
+        "entity-category",
+        "entity-device-class",
+        "entity-disabled-by-default",
+        "entity-translations",
+        "exception-translations",
+        "icon-translations",
+        "reconfiguration-flow",
+        "repair-issues",
+        "stale-devices",
+    ),
+    "platinum": ("async-dependency", "inject-websession", "strict-typing"),
+}
+ALL_RULES = [rule for rules in TIERS.values() for rule in rules]
+PLATFORM_MODULES = ("sensor", "update")
+
+
+def load_rules() -> dict[str, Any]:
+    """The `rules` mapping of the integration's quality_scale.yaml."""
+    document = load_yaml_dict(str(INTEGRATION / "quality_scale.yaml"))
+    assert list(document) == ["rules"]
+    rules = document["rules"]
+    assert isinstance(rules, dict)
+    return rules
+
+
+def status_of(rule: str) -> str:
+    """done, todo or exempt."""
+    value = load_rules()[rule]
+    status = value["status"] if isinstance(value, dict) else value
+    assert isinstance(status, str)
+    return status
+
+
+def load_json(name: str) -> dict[str, Any]:
+    """A JSON file of the integration."""
+    data = json.loads((INTEGRATION / name).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_every_rule_of_every_tier_is_listed_once_in_tier_order() -> None:
+    """No rule missing, none unknown, in the order of the tiers (as hassfest lists them)."""
+    rules = load_rules()
+    missing = [rule for rule in ALL_RULES if rule not in rules]
+    unknown = [rule for rule in rules if rule not in ALL_RULES]
+    assert missing == []
+    assert unknown == []
+    assert list(rules) == ALL_RULES
+
+
+@pytest.mark.parametrize("rule", ALL_RULES)
+def test_status_is_valid_and_not_done_says_why(rule: str) -> None:
+    """done, or exempt/todo with a comment giving the reason."""
+    value = load_rules()[rule]
+    if isinstance(value, str):
+        assert value == "done", f"{rule}: a bare status must be done, got {value!r}"
+        return
+    assert isinstance(value, dict), rule
+    assert set(value) <= {"status", "comment"}, rule
+    assert value["status"] in ("done", "exempt", "todo"), rule
+    if value["status"] != "done":
+        comment = value.get("comment")
+        assert isinstance(comment, str), f"{rule}: {value['status']} needs a comment"
+        assert len(comment.split()) >= 4, f"{rule}: the comment must give a reason"
+
+
+def raised_translation_keys(tree: ast.AST) -> tuple[set[str], set[str]]:
+    """translation_key= of every raised exception, and of every repair issue created."""
+    raised: set[str] = set()
+    issues: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call):
+            target, call = raised, node.exc
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "async_create_issue"
+        ):
+            target, call = issues, node
+        else:
+            continue
+        for keyword in call.keywords:
+            if keyword.arg != "translation_key":
+                continue
+            # A literal, or a choice between literals (`"a" if bad else "b"`); a key held
+            # in a variable cannot be read here (its module's tests must show its text).
+            value = keyword.value
+            choices = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+            target.update(
+                choice.value
+                for choice in choices
+                if isinstance(choice, ast.Constant) and isinstance(choice.value, str)
+            )
+    return raised, issues
+
+
+def integration_modules() -> list[Path]:
+    """The Home Assistant layer's modules (not the library)."""
+    return sorted(INTEGRATION.glob("*.py"))
+
+
+def test_exceptions_and_issues_are_translated() -> None:
+    """exception-translations and repair-issues: every key raised or created has a text."""
+    assert status_of("exception-translations") == "done"
+    assert status_of("repair-issues") == "done"
+    strings = load_json("strings.json")
+    raised: set[str] = set()
+    issues: set[str] = set()
+    for module in integration_modules():
+        more_raised, more_issues = raised_translation_keys(ast.parse(module.read_text()))
+        raised |= more_raised
+        issues |= more_issues
+    assert {"cannot_connect", "feed_failed", "invalid_auth"} <= raised
+    assert {"certificate_mismatch", "feed_failing", "feed_bad_signature"} <= issues
+    assert raised - set(strings["exceptions"]) == set()
+    assert issues - set(strings["issues"]) == set()
+
+
+def test_entities_are_translated_and_have_icons() -> None:
+    """entity-translations, icon-translations: names, states and icons for every entity."""
+    from custom_components.esp_ota.sensor import SENSORS
+    from custom_components.esp_ota.update import UPDATES
+
+    strings = load_json("strings.json")["entity"]
+    icons = load_json("icons.json")["entity"]
+    for description in SENSORS:
+        key = description.translation_key
+        assert key is not None
+        assert "name" in strings["sensor"][key], key
+        assert key in icons["sensor"], f"sensor {key} has no icon"
+        for option in description.options or ():
+            assert option in strings["sensor"][key]["state"], f"{key}: state {option}"
+        for state in icons["sensor"][key].get("state", {}):
+            assert state in (description.options or ()), f"{key}: icon for unknown {state}"
+    for update in UPDATES:
+        assert update.translation_key is not None
+        assert "name" in strings["update"][update.translation_key]
+
+
+def test_rules_marked_done_are_backed_by_the_code() -> None:
+    """The checks of the rules the code shows (the others are covered by their tests)."""
+    manifest = load_json("manifest.json")
+    integration = importlib.import_module(f"custom_components.{DOMAIN}")
+    config_flow = importlib.import_module(f"custom_components.{DOMAIN}.config_flow")
+    flow = config_flow.EspOtaConfigFlow
+    checks = {
+        "config-flow": manifest.get("config_flow") is True,
+        "integration-owner": bool(manifest.get("codeowners")),
+        "discovery": bool(manifest.get("zeroconf") or manifest.get("dhcp")),
+        "discovery-update-info": bool(manifest.get("dhcp")),
+        "reauthentication-flow": hasattr(flow, "async_step_reauth_confirm"),
+        "reconfiguration-flow": hasattr(flow, "async_step_reconfigure"),
+        "diagnostics": (INTEGRATION / "diagnostics.py").is_file(),
+        "stale-devices": hasattr(integration, "async_remove_config_entry_device"),
+        "brands": (INTEGRATION / "brand" / "icon.png").is_file(),
+        "config-entry-unloading": hasattr(integration, "async_unload_entry"),
+        "parallel-updates": all(
+            isinstance(
+                importlib.import_module(f"{integration.__name__}.{name}").PARALLEL_UPDATES,
+                int,
+            )
+            for name in PLATFORM_MODULES
+        ),
+    }
+    wrong = [rule for rule, holds in checks.items() if (status_of(rule) == "done") is not holds]
+    assert wrong == [], f"status does not match the code for {wrong}"
