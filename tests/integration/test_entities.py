@@ -23,7 +23,15 @@ from custom_components.esp_ota.espota.image_builder import build_app_image
 from simulator.model import OtaRequest
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
 
-from .conftest import CHIP, PROJECT, FeedServer, SimDevice, make_entry, setup_entry
+from .conftest import (
+    CHIP,
+    PROJECT,
+    FeedServer,
+    SimDevice,
+    make_entry,
+    setup_entry,
+    wait_for_event_stream,
+)
 
 FIRMWARE = "update.garden_34_56_firmware"
 FIRMWARE_BETA = "update.garden_34_56_firmware_beta_channel"
@@ -64,6 +72,7 @@ async def test_update_offered_from_the_feed(
     assert beta is not None
     assert beta.disabled_by is er.RegistryEntryDisabler.INTEGRATION
     entity_registry.async_update_entity(FIRMWARE_BETA, disabled_by=None)
+    await wait_for_event_stream(sim_device)  # not reloading mid-handshake
     await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     beta_state = hass.states.get(FIRMWARE_BETA)

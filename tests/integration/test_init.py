@@ -16,7 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from custom_components.esp_ota.const import CONF_CERT_FINGERPRINT, CONF_SECRET, DOMAIN
 from tests.conftest import REPO_ROOT
 
-from .conftest import SimDevice, make_entry, setup_entry
+from .conftest import SimDevice, make_entry, setup_entry, wait_for_event_stream
 
 
 async def test_manifest_is_valid_for_a_custom_integration(hass: HomeAssistant) -> None:
@@ -69,6 +69,7 @@ async def test_setup_creates_the_device_and_unloads(
     assert device.hw_version == "v0.4"
     assert device.configuration_url == f"https://127.0.0.1:{sim_device.port}/"
 
+    await wait_for_event_stream(sim_device)  # not unloading mid-handshake
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
     assert state_of(entry) is ConfigEntryState.NOT_LOADED
