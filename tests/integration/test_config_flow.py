@@ -319,3 +319,47 @@ async def test_options(hass: HomeAssistant, sim_device: SimDevice) -> None:
         CONF_DIRECT_DOWNLOAD: True,
         CONF_MAX_PARALLEL_INSTALLS: 3,
     }
+
+
+async def test_reauth_refuses_another_certificate(
+    hass: HomeAssistant, start_device: StartDevice
+) -> None:
+    """A new secret is only sent to the device with the pinned certificate."""
+    original = await start_device(mac="24:0a:c4:12:34:56")
+    impostor = await start_device(mac="24:0a:c4:12:34:56")  # same MAC, its own certificate
+    entry = make_entry(original)
+    entry.add_to_hass(hass)
+    hass.config_entries.async_update_entry(entry, data={**entry.data, CONF_PORT: impostor.port})
+    result = await entry.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_SECRET: SECRET}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "cert_mismatch"}
+    assert entry.data[CONF_SECRET] == SECRET  # unchanged: nothing was stored
+
+
+async def test_zeroconf_device_gone_and_discovered_twice(
+    hass: HomeAssistant, sim_device: SimDevice
+) -> None:
+    """A second announcement while the first waits is not a second flow; a device that
+    went away before its secret was entered is an error on the form."""
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info(sim_device)
+    )
+    again = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_ZEROCONF}, data=zeroconf_info(sim_device)
+    )
+    assert again["type"] is FlowResultType.ABORT
+    assert again["reason"] == "already_in_progress"
+    await sim_device.server.go_offline()
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_SECRET: SECRET}
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": "cannot_connect"}
+    await sim_device.server.go_online()
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_SECRET: SECRET}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
