@@ -2,6 +2,7 @@
 
     python -m simulator --count 20 --pace realistic --json out/fleet.json
     python -m simulator --count 3 --fault crash_versions=2.0.0 --fault 1:never_come_back=true
+    python -m simulator --count 50 --partition-table large_ota_16mb
 
 Each device's address, MAC, secret and certificate fingerprint are printed (and written
 as JSON with --json) so that Home Assistant, a test or a script can reach it.
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 
 from .fleet import Fleet, FleetOptions
 from .pace import Pace
+from .partitions import PartitionScheme
 
 
 def parse_fault(text: str) -> tuple[int | None, str, Any]:
@@ -71,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=256 * 1024)
     parser.add_argument("--pace", choices=[pace.value for pace in Pace], default="unthrottled")
     parser.add_argument("--reboot-time", type=float, help="seconds offline per reboot")
+    parser.add_argument(
+        "--partition-table",
+        choices=[scheme.value for scheme in PartitionScheme],
+        default=PartitionScheme.ADVANCED_HTTPS_OTA.value,
+        help="advanced_https_ota: 4 MB flash, 1700 KiB OTA slots (default); "
+        "large_ota_16mb: 16 MB flash, 7 MiB OTA slots",
+    )
     parser.add_argument("--secret", help="one secret for all (default: derived per device)")
     parser.add_argument("--state-dir", type=Path, help="keep flash state here across runs")
     parser.add_argument("--mdns", action="store_true", help="advertise _esp-ota._tcp.local.")
@@ -101,6 +110,7 @@ def fleet_options(args: argparse.Namespace) -> FleetOptions:
         image_size=args.image_size,
         pace=Pace(args.pace),
         reboot_time_s=args.reboot_time,
+        partition_table=PartitionScheme(args.partition_table),
         secret=args.secret,
         state_dir=args.state_dir,
         mdns=args.mdns,

@@ -39,7 +39,7 @@ from .esp_err import (
     EspError,
 )
 from .faults import FaultPlan
-from .flash import DEFAULT_FLASH_SIZE, Flash
+from .flash import Flash
 from .https_ota import OtaConfig, RunningApp, pinned_ssl_context, run_firmware_ota
 from .model import (
     DeviceInfo,
@@ -54,7 +54,7 @@ from .model import (
 from .ota_ops import EFuse, OtaOps, PowerLossError
 from .otadata import OtaImgState
 from .pace import DEFAULT_REBOOT_TIME_S, Pace, Timing
-from .partitions import ADVANCED_HTTPS_OTA_TABLE, Partition, PartitionTable
+from .partitions import Partition, PartitionScheme, PartitionTable
 from .persistence import DeviceState, DeviceStore
 
 _LOGGER = logging.getLogger(__name__)
@@ -123,6 +123,8 @@ class DeviceConfig:
     anti_rollback: bool = True  # CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
     auto_confirm: bool = False  # confirm the new image as soon as it has booted
     efuse_secure_version: int = 0  # the eFuse value of a brand-new chip
+    # The partition table, and with it the flash size.
+    partition_table: PartitionScheme = PartitionScheme.ADVANCED_HTTPS_OTA
     faults: FaultPlan = field(default_factory=FaultPlan, compare=False, hash=False)
 
 
@@ -185,8 +187,9 @@ class SimulatedDevice:
         self.faults = config.faults
         self.chip = normalize_chip_name(config.chip)
         self.chip_id = CHIP_IDS[self.chip]
-        self.table: PartitionTable = ADVANCED_HTTPS_OTA_TABLE
-        self.flash = Flash(DEFAULT_FLASH_SIZE)
+        scheme = PartitionScheme(config.partition_table)  # ValueError for an unknown name
+        self.table: PartitionTable = scheme.table
+        self.flash = Flash(scheme.flash_size)
         self.efuse = EFuse(secure_version=config.efuse_secure_version)
         if self.chip != "esp32":
             # CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD is 16 bits on the newer chips.
@@ -241,6 +244,11 @@ class SimulatedDevice:
         self._started = True
         state = await self._store.load() if self._store is not None else None
         if state is not None:
+            if state.flash_size != self.flash.size:
+                raise ValueError(
+                    f"{self.config.mac}: the saved state is of a {state.flash_size} byte flash, "
+                    f"this device has {self.flash.size} (another partition table?)"
+                )
             self.flash.restore(state.sectors)
             self.efuse.secure_version = state.efuse_secure_version
             self._nvs = dict(state.nvs)

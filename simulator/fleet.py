@@ -25,6 +25,7 @@ from .device import DeviceConfig, SimulatedDevice
 from .faults import FaultPlan
 from .model import DeviceInfo
 from .pace import Pace
+from .partitions import PartitionScheme
 from .tls import load_or_create_certificate, make_device_certificate
 
 SERVICE_TYPE: Final = "_esp-ota._tcp.local."
@@ -63,6 +64,7 @@ class FleetOptions:
     image_size: int = 256 * 1024
     pace: Pace = Pace.UNTHROTTLED
     reboot_time_s: float | None = None
+    partition_table: PartitionScheme = PartitionScheme.ADVANCED_HTTPS_OTA
     secret: str | None = None  # None: derived_secret(mac) for each device
     state_dir: Path | None = None
     mdns: bool = False
@@ -162,6 +164,7 @@ class Fleet:
                     factory_image=factory,
                     pace=options.pace,
                     reboot_time_s=options.reboot_time_s,
+                    partition_table=options.partition_table,
                     # One folder for the fleet: devices share the sector files.
                     state_dir=options.state_dir,
                 )

@@ -1,17 +1,19 @@
-"""The partition table of the simulated device.
+"""The partition tables of the simulated device.
 
 The default is the table of ESP-IDF's examples/system/ota/advanced_https_ota for a 4 MB
-flash: two OTA app slots and no factory app, so the first boot runs ota_0.
+flash: two OTA app slots and no factory app, so the first boot runs ota_0. A second table,
+for a 16 MB flash, has two 7 MiB OTA slots (large images, benchmarks). `PartitionScheme`
+names each table together with the flash size it is laid out for.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Final
 
-from .flash import SECTOR_SIZE
+from .flash import DEFAULT_FLASH_SIZE, SECTOR_SIZE
 
 
 class PartitionType(IntEnum):
@@ -133,3 +135,44 @@ ADVANCED_HTTPS_OTA_TABLE: Final = PartitionTable(
         Partition("ota_1", PartitionType.APP, AppSubtype.OTA_1, 0x1D0000, 1700 * KIB),
     )
 )
+
+MIB: Final = 1024 * KIB
+
+# The same nvs/otadata/phy_init rows on a 16 MB part, with two 7 MiB OTA slots (app
+# partitions 64 KiB aligned). ESP-IDF's partition tables allow this on 16 MB parts: the
+# partition table generator only checks alignment, overlaps and the flash size
+# (CONFIG_ESPTOOLPY_FLASHSIZE_16MB), and esp_ota_begin only the slot size.
+# nvs 0x9000 24K, otadata 0xf000 8K, phy 0x11000 4K, ota_0 0x20000 7M, ota_1 0x720000 7M.
+LARGE_OTA_16MB_TABLE: Final = PartitionTable(
+    (
+        Partition("nvs", PartitionType.DATA, DataSubtype.NVS, 0x9000, 24 * KIB),
+        Partition("otadata", PartitionType.DATA, DataSubtype.OTA, 0xF000, 8 * KIB),
+        Partition("phy_init", PartitionType.DATA, DataSubtype.PHY, 0x11000, 4 * KIB),
+        Partition("ota_0", PartitionType.APP, AppSubtype.OTA_0, 0x20000, 7 * MIB),
+        Partition("ota_1", PartitionType.APP, AppSubtype.OTA_1, 0x720000, 7 * MIB),
+    )
+)
+LARGE_FLASH_SIZE: Final = 16 * MIB
+
+
+class PartitionScheme(StrEnum):
+    """A partition table and the flash size it is laid out for (DeviceConfig, --partition-table)."""
+
+    ADVANCED_HTTPS_OTA = "advanced_https_ota"  # 4 MB flash, two 1700 KiB OTA slots
+    LARGE_OTA_16MB = "large_ota_16mb"  # 16 MB flash, two 7 MiB OTA slots
+
+    @property
+    def table(self) -> PartitionTable:
+        """The partition table."""
+        return _SCHEMES[self][0]
+
+    @property
+    def flash_size(self) -> int:
+        """The flash chip's size in bytes."""
+        return _SCHEMES[self][1]
+
+
+_SCHEMES: Final[dict[PartitionScheme, tuple[PartitionTable, int]]] = {
+    PartitionScheme.ADVANCED_HTTPS_OTA: (ADVANCED_HTTPS_OTA_TABLE, DEFAULT_FLASH_SIZE),
+    PartitionScheme.LARGE_OTA_16MB: (LARGE_OTA_16MB_TABLE, LARGE_FLASH_SIZE),
+}
