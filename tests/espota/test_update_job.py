@@ -673,6 +673,45 @@ async def test_an_unreachable_device(start_sim: StartSim, image_server: ImageSer
     assert sim.starts == []
 
 
+async def test_a_device_that_accepts_but_never_answers(
+    start_sim: StartSim, image_server: ImageServer
+) -> None:
+    """A hung device (TCP accepted, no TLS, no answer): the request is cut at the bound,
+    not at the client's own 10 s timeout."""
+    sim = await start_sim()
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    hung = await asyncio.start_server(hold, "127.0.0.1", 0)
+    sim.client = DeviceClient(
+        sim.session,
+        "127.0.0.1",
+        hung.sockets[0].getsockname()[1],
+        SECRET,
+        cert_fingerprint=sim.server.certificate.fingerprint,
+    )
+    timeouts = JobTimeouts(start_s=0.5, stall_s=1, reboot_s=1, confirm_s=1, total_s=10, poll_s=0.05)
+    began = time.monotonic()
+    try:
+        record = await job_for(
+            sim, Source(image_server, make_image(NEW)), Store(), timeouts=timeouts
+        ).run()
+    finally:
+        for writer in held:
+            writer.close()
+        hung.close()
+        await hung.wait_closed()
+    assert (record.step, record.reason, record.error) == (
+        UpdateStep.FAILED,
+        FailureReason.DEVICE_UNREACHABLE,
+        "DeviceTimeoutError",
+    )
+    assert time.monotonic() - began < 1.5
+    assert not record.start_sent
+
+
 async def test_a_wrong_device_secret(start_sim: StartSim, image_server: ImageServer) -> None:
     sim = await start_sim()
     sim.client = sim.client_with(secret="not-the-secret")
@@ -975,7 +1014,7 @@ async def test_resume_past_the_deadline_still_confirms(
     source = Source(image_server, make_image(NEW))
     store = Store(stop_when=lambda r: r.step is UpdateStep.CONFIRMING)
     await run_until_restart(job_for(sim, source, store))
-    stored = dict(store.last, created_at=store.last["created_at"] - 3600)
+    stored = dict(store.last, started_at=store.last["started_at"] - 3600)
     record, _ = await resume(sim, source, stored)
     assert record.step is UpdateStep.SUCCEEDED, record
     await assert_runs_new_firmware(sim)
@@ -984,8 +1023,26 @@ async def test_resume_past_the_deadline_still_confirms(
 async def test_resume_past_the_deadline_of_a_job_that_went_nowhere(
     start_sim: StartSim, image_server: ImageServer
 ) -> None:
+    """Preparing began two hours ago and nothing was sent: timed out, nothing is sent now."""
     sim = await start_sim()
     source = Source(image_server, make_image(NEW))
+    record = new_record(
+        mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
+    )
+    record.step, record.started_at = UpdateStep.PREPARING, time.time() - 7200
+    record.download = {"token": source.token, "path": source.path}
+    finished, _ = await resume(sim, source, record.to_dict())
+    assert (finished.step, finished.reason) == (UpdateStep.FAILED, FailureReason.TIMED_OUT)
+    assert sim.starts == []
+    assert source.prepared == 0
+
+
+async def test_time_in_a_queue_does_not_count(
+    start_sim: StartSim, image_server: ImageServer
+) -> None:
+    """A job queued behind others for longer than total_s still runs: the bound starts
+    when it leaves QUEUED (and is stored from then on)."""
+    sim = await start_sim()
     record = new_record(
         mac=sim.device.config.mac,
         from_version=OLD,
@@ -993,12 +1050,20 @@ async def test_resume_past_the_deadline_of_a_job_that_went_nowhere(
         from_partition="ota_0",
         clock=lambda: time.time() - 7200,
     )
-    finished, _ = await resume(
-        sim, source, record.to_dict() | {"download": {"token": "t", "path": "/p"}}
-    )
-    assert (finished.step, finished.reason) == (UpdateStep.FAILED, FailureReason.TIMED_OUT)
-    assert sim.starts == []
-    assert source.prepared == 0
+    store = Store()
+    began = time.time()
+    finished = await job_for(sim, Source(image_server, make_image(NEW)), store, record=record).run()
+    assert finished.step is UpdateStep.SUCCEEDED, finished
+    assert finished.started_at is not None
+    assert finished.started_at >= began
+    assert store.saved[0]["started_at"] == finished.started_at
+
+
+def test_records_stored_before_the_newer_fields_still_load() -> None:
+    data = full_record().to_dict()
+    del data["ota_id_before"], data["started_at"]
+    record = UpdateJobRecord.from_dict(data)
+    assert (record.ota_id_before, record.started_at) == (None, None)
 
 
 async def test_a_start_whose_answer_is_lost(
@@ -1137,6 +1202,7 @@ def full_record() -> UpdateJobRecord:
     record.sha256, record.size, record.app_elf_sha256 = "a" * 64, 4096, "b" * 64
     record.step, record.start_sent, record.ota_id = UpdateStep.DOWNLOADING, True, "abc"
     record.bytes_written = 1024
+    record.started_at = record.created_at + 1.5
     record.download = {"token": "x", "nested": [1, 2.5, None, True, {"k": "v"}]}
     return record
 
@@ -1165,6 +1231,7 @@ def test_record_round_trips_through_json() -> None:
         {"start_sent": "yes"},
         {"created_at": "now"},
         {"created_at": float("nan")},
+        {"started_at": -1},
         {"sha256": "XYZ"},
         {"app_elf_sha256": "A" * 64},
         {"download": []},

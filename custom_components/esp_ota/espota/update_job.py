@@ -47,8 +47,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # The version of UpdateJobRecord.to_dict()'s layout.
 RECORD_FORMAT: Final = 1
-# A request gets at least this long even when its wait's deadline has (nearly) passed: one
-# last attempt, long enough for an ESP32's TLS handshake (1-3 s).
+# A request gets at least this long (or start_s, if shorter) even when its wait's deadline
+# has (nearly) passed: one last attempt, long enough for an ESP32's TLS handshake (1-3 s).
 LAST_ATTEMPT_S: Final = 5.0
 # on_change during a download: when the bytes moved by 1 % of the image, or at most once
 # a second while they move.
@@ -135,6 +135,9 @@ class UpdateJobRecord:
     # The device's last_ota.ota_id before the start: a job found on the device after an
     # unanswered start is adopted only if it is not this one.
     ota_id_before: str | None = None
+    # When the job left QUEUED (epoch seconds): total_s counts from here, so time spent
+    # waiting in a queue of updates does not count.
+    started_at: float | None = None
 
     @property
     def finished(self) -> bool:
@@ -201,6 +204,7 @@ class UpdateJobRecord:
             step_since=reader.time("step_since"),
             download=_json_copy(download, "download") if download is not None else None,
             ota_id_before=reader.optional_text("ota_id_before"),
+            started_at=reader.optional_time("started_at"),
         )
         _check_consistent(record)
         return record
@@ -247,6 +251,10 @@ class _RecordReader:
         if not math.isfinite(value) or value < 0:
             raise UpdateJobRecordError(f"{name}: not a time")
         return value
+
+    def optional_time(self, name: str) -> float | None:
+        # Optional, and may be missing: records stored before the field existed.
+        return None if self._data.get(name) is None else self.time(name)
 
     def choice[E: StrEnum](self, name: str, enum: type[E]) -> E:
         value = self.text(name)
@@ -403,6 +411,7 @@ class UpdateJob:
         # What the device itself reported written (the server's count runs ahead of it by
         # the sockets' buffers): only a device that has it all is rebooting when it goes.
         self._device_bytes = 0
+        self._last_attempt_s = min(LAST_ATTEMPT_S, timeouts.start_s)
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -420,7 +429,13 @@ class UpdateJob:
         _LOGGER.debug(
             "%s: update job %s %s at %s", record.mac, record.job_id, record.to_version, record.step
         )
-        remaining = record.created_at + self._timeouts.total_s - self._clock()
+        if record.started_at is not None:
+            begun = record.started_at
+        elif record.step is UpdateStep.QUEUED:
+            begun = self._clock()  # _prepare() stores it
+        else:
+            begun = record.created_at  # a record from before started_at existed
+        remaining = begun + self._timeouts.total_s - self._clock()
         try:
             if remaining > 0:
                 try:
@@ -454,6 +469,8 @@ class UpdateJob:
     # --- preparing and starting ---------------------------------------------------------------
 
     async def _prepare(self) -> None:
+        if self.record.started_at is None:
+            self.record.started_at = self._clock()
         self._set_step(UpdateStep.PREPARING)
         await self._prepare_image()
         self._set_step(UpdateStep.STARTING)
@@ -694,7 +711,7 @@ class UpdateJob:
     async def _stalled(self) -> None:
         record = self.record
         _LOGGER.debug("%s: no progress for %g s; aborting", record.mac, self._timeouts.stall_s)
-        until = self._clock() + LAST_ATTEMPT_S
+        until = self._clock() + self._last_attempt_s
         try:
             await self._bounded(self._client.abort_ota(), until)
         except DeviceRefusedError:
@@ -867,8 +884,8 @@ class UpdateJob:
     # --- helpers ---------------------------------------------------------------------------
 
     async def _bounded[T](self, request: Awaitable[T], until: float) -> T:
-        """Await a device request until `until` (LAST_ATTEMPT_S at least)."""
-        limit = max(until - self._clock(), LAST_ATTEMPT_S)
+        """Await a device request until `until` (one last attempt's time at least)."""
+        limit = max(until - self._clock(), self._last_attempt_s)
         try:
             async with asyncio.timeout(limit):
                 return await request
