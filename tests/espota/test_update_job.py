@@ -412,6 +412,24 @@ async def test_a_slow_link_is_fine(start_sim: StartSim, image_server: ImageServe
     await assert_runs_new_firmware(sim)
 
 
+async def test_events_carry_the_progress_between_polls(
+    start_sim: StartSim, image_server: ImageServer
+) -> None:
+    """With polls far apart, the device's event stream still moves the progress."""
+    sim = await start_sim()
+    sim.device.faults.slow_link_bytes_per_s = 128_000
+    source = Source(image_server, make_image(NEW), report_served=False)
+    store = Store()
+    timeouts = JobTimeouts(start_s=1, stall_s=2, reboot_s=3, confirm_s=2, total_s=10, poll_s=0.5)
+    began = time.monotonic()
+    record = await job_for(sim, source, store, timeouts=timeouts).run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    download_s = SIZE / 128_000
+    polls = download_s / timeouts.poll_s + 1
+    assert len({p for p in store.percentages() if 0 < p < 100}) > 2 * polls
+    assert time.monotonic() - began < 3
+
+
 async def test_server_progress_counts_when_ahead(
     start_sim: StartSim, image_server: ImageServer
 ) -> None:
