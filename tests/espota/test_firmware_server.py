@@ -617,6 +617,29 @@ async def test_many_simulated_devices_at_once(
     assert all(server.bytes_served(grant.token) == SIZE for grant in grants)
 
 
-def test_chunk_size_matches_aiohttp_file_response() -> None:
-    # The benchmark's reference reads 256 KiB at a time; keep the two comparable.
-    assert firmware_server.CHUNK_SIZE == 256 * 1024
+@pytest.mark.parametrize("chunk_size", [1000, firmware_server.CHUNK_SIZE])
+async def test_any_chunk_size_serves_the_same_bytes(
+    certificate: ServerCertificate,
+    image: StoredImage,
+    image_data: bytes,
+    socket_enabled: None,
+    chunk_size: int,
+) -> None:
+    server = FirmwareServer(
+        host="127.0.0.1", port=0, certificate=certificate, chunk_size=chunk_size
+    )
+    await server.start()
+    try:
+        grant = server.grant(image, device_id="d", ttl_s=60)
+        connector = aiohttp.TCPConnector(ssl=pinned(certificate.cert_pem))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(
+                server.url(grant, "127.0.0.1"),
+                headers={**server.headers(grant), "Range": "bytes=999-100998"},
+            ) as response,
+        ):
+            assert await response.read() == image_data[999:100999]
+        assert server.bytes_served(grant.token) == 100999
+    finally:
+        await server.close()
