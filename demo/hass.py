@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -31,6 +32,7 @@ LANGUAGE: Final = "en"
 # dhcp, no ffmpeg): the frontend and what its pages use. Recorder comes with history.
 INTEGRATIONS: Final = ("frontend", "config", "history", "logbook", "system_health", "person")
 STOP_GRACE_S: Final = 30.0
+ONBOARDING_STEPS: Final = ("user", "core_config", "analytics", "integration")
 # What Home Assistant logs when the frontend failed to load: it will never serve onboarding.
 RECOVERY_MODE_LOG: Final = "Activating recovery mode"
 
@@ -62,9 +64,15 @@ class Owner:
 
 
 def configuration_yaml(port: int) -> str:
-    """configuration.yaml: Home Assistant on 127.0.0.1:<port> with only what works here."""
+    """configuration.yaml: only the integrations that work here, and no `http:` section.
+
+    Home Assistant 2026.10 moves `http:` from YAML into its storage as a *pending* config
+    that a person must confirm within 5 minutes; unconfirmed, it restarts on the default
+    0.0.0.0:8123. The demo writes the confirmed (stable) config itself: http_storage().
+    """
     lines = [
         "# Written by `python -m demo`; --fresh rewrites it.",
+        f"# HTTP (127.0.0.1:{port}) is in .storage/http, written by the demo: see docs/demo.md.",
         "homeassistant:",
         "  name: ESP OTA demo",
         "  unit_system: metric",
@@ -74,9 +82,6 @@ def configuration_yaml(port: int) -> str:
         "  longitude: 13.40",
         "  elevation: 34",
         f"  internal_url: http://127.0.0.1:{port}",
-        "http:",
-        "  server_host: 127.0.0.1",
-        f"  server_port: {port}",
         "logger:",
         "  default: warning",
         "  logs:",
@@ -86,10 +91,40 @@ def configuration_yaml(port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def http_storage(port: int) -> dict[str, Any]:
+    """Home Assistant's `.storage/http`: a confirmed config on 127.0.0.1:<port>.
+
+    The shape of homeassistant.components.http.config (storage version 2.2): `stable` is
+    what the server starts with when nothing is pending, and the YAML migration is marked
+    done so configuration.yaml is never read for `http:`.
+    """
+    stable = {
+        "server_host": ["127.0.0.1"],
+        "server_port": port,
+        "cors_allowed_origins": ["https://cast.home-assistant.io"],
+        "login_attempts_threshold": -1,
+        "ip_ban_enabled": True,
+        "ssl_profile": "modern",
+        "use_x_frame_options": True,
+        "created_at": datetime.now(UTC).isoformat(),
+        "error": None,
+        "error_message": None,
+    }
+    return {
+        "version": 2,
+        "minor_version": 2,
+        "key": "http",
+        "data": {"stable": stable, "pending": None, "yaml_migration_done": True},
+    }
+
+
 def prepare_config_dir(config_dir: Path, port: int, repo_root: Path) -> None:
-    """Write configuration.yaml and link the repository's integration in. Blocking."""
+    """Write configuration.yaml and the HTTP config, link the integration in. Blocking."""
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "configuration.yaml").write_text(configuration_yaml(port))
+    storage = config_dir / ".storage"
+    storage.mkdir(exist_ok=True)
+    (storage / "http").write_text(json.dumps(http_storage(port), indent=2))
     components = config_dir / "custom_components"
     components.mkdir(exist_ok=True)
     link = components / DOMAIN
@@ -234,7 +269,7 @@ class HassApi:
             return await self._json(response, f"POST /{path}")
 
     async def wait_for_http(self, process: HassProcess, timeout_s: float) -> None:
-        """Until the onboarding API answers; fails at once if the process dies."""
+        """Until the login API answers; fails at once if the process dies or is in recovery."""
         deadline = time.monotonic() + timeout_s
         while True:
             if process.exited:
@@ -244,9 +279,10 @@ class HassApi:
                 raise DemoError(f"Home Assistant started in recovery mode:\n{reason}")
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with self.session.get(
-                    self.base_url + "api/onboarding", timeout=aiohttp.ClientTimeout(total=5)
+                    self.base_url + "auth/providers", timeout=aiohttp.ClientTimeout(total=5)
                 ) as response:
-                    if response.status == 200:
+                    # 400 is "onboarding required": up, but nobody owns it yet.
+                    if response.status in (200, 400):
                         return
             if time.monotonic() > deadline:
                 raise DemoError(f"Home Assistant did not answer within {timeout_s:.0f} s")
@@ -255,6 +291,8 @@ class HassApi:
     async def onboarding_done(self) -> set[str]:
         """The onboarding steps already done."""
         async with self.session.get(self.base_url + "api/onboarding") as response:
+            if response.status == 404:  # onboarded: the onboarding API is not served any more
+                return set(ONBOARDING_STEPS)
             steps = await self._json(response, "GET /api/onboarding")
         return {step["step"] for step in steps if step["done"]}
 

@@ -288,7 +288,10 @@ class DemoStack:
                 if state["entity_id"].startswith("update.")
             }
             found = [by_name.get(f"{title} Firmware") for _, title, _ in entries]
-            if all(state is not None and state["state"] == "on" for state in found):
+            loaded = {e["entry_id"] for e in await api.entries() if e["state"] == "loaded"}
+            if all(entry_id in loaded for _, _, entry_id in entries) and all(
+                state is not None and state["state"] == "on" for state in found
+            ):
                 break
             if time.monotonic() > deadline:
                 missing = [t for (_, t, _), s in zip(entries, found, strict=True) if s is None]
