@@ -9,17 +9,32 @@ from __future__ import annotations
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers.device_registry import DeviceEntry
 
-from .const import CONF_FEED_PUBLIC_KEY, CONF_FEED_URL, DOMAIN
+from .const import (
+    CONF_FEED_PUBLIC_KEY,
+    CONF_FEED_URL,
+    CONF_MAX_PARALLEL_INSTALLS,
+    DEFAULT_MAX_PARALLEL_INSTALLS,
+    DOMAIN,
+)
 from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, EspOtaRuntimeData
-from .feed_coordinator import async_acquire_feed_coordinator, async_release_feed_coordinator
+from .devices import is_live_device
+from .espota.feed import Release
+from .feed_coordinator import (
+    FeedCoordinator,
+    async_acquire_feed_coordinator,
+    async_release_feed_coordinator,
+)
+from .firmware import async_acquire_firmware_service, async_release_firmware_service
 from .helpers import client_from_data
+from .installer import DeviceInstaller
 
 PLATFORMS: list[Platform] = [Platform.SENSOR, Platform.UPDATE]
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
-    """Connect to the device, join its feed, and start following its events."""
+    """Connect to the device, join its feed, resume an interrupted install, follow events."""
     coordinator = EspOtaDeviceCoordinator(hass, entry, client_from_data(hass, dict(entry.data)))
     await coordinator.async_config_entry_first_refresh()
     feed = None
@@ -38,21 +53,41 @@ async def async_setup_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bo
                 hass, entry.entry_id, feed_url, entry.options.get(CONF_FEED_PUBLIC_KEY) or None
             )
         )
-    entry.runtime_data = EspOtaRuntimeData(device=coordinator, feed=feed)
+    service = await async_acquire_firmware_service(hass, entry.entry_id)
+    service.queue.set_limit(
+        entry.entry_id,
+        int(entry.options.get(CONF_MAX_PARALLEL_INSTALLS, DEFAULT_MAX_PARALLEL_INSTALLS)),
+    )
+    installer = DeviceInstaller(hass, entry, coordinator, service)
+    installer.set_release_lookup(lambda version, sha256: _find_release(feed, version, sha256))
+    coordinator.installer = installer
+    entry.runtime_data = EspOtaRuntimeData(device=coordinator, feed=feed, installer=installer)
     coordinator.start_listening()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    await installer.async_resume()
     return True
 
 
+def _find_release(feed: FeedCoordinator | None, version: str, sha256: str | None) -> Release | None:
+    """The feed's release of this version (and image), for a job resumed after a restart."""
+    if feed is None or feed.data is None:
+        return None
+    for release in feed.data.releases:
+        if release.version == version and (sha256 is None or release.sha256 in (None, sha256)):
+            return release
+    return None
+
+
 async def async_unload_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
-    """Unload a config entry (the event listener is a background task of the entry)."""
-    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    """Unload a config entry; a running install stays stored and resumes at the next setup.
 
-
-# The device-removal hook, apart from setup (the device rules live in devices.py).
-from homeassistant.helpers.device_registry import DeviceEntry  # noqa: E402
-
-from .devices import is_live_device  # noqa: E402
+    The install is stopped (not ended) and stored before the shared firmware service
+    may close; the event listener is a background task of the entry."""
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        await entry.runtime_data.installer.async_stop()
+        await async_release_firmware_service(hass, entry.entry_id)
+    return unloaded
 
 
 async def async_remove_config_entry_device(

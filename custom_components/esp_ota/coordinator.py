@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant
@@ -24,15 +25,22 @@ from .espota.device_client import (
     EventType,
     OtaState,
 )
+from .espota.update_job import UpdateJobRecord
 from .feed_coordinator import FeedCoordinator
+
+if TYPE_CHECKING:
+    from .installer import DeviceInstaller
 
 _LOGGER = logging.getLogger(__name__)
 
 
 class OtaPhase(StrEnum):
-    """What the OTA state sensor shows (translated)."""
+    """What the OTA state sensor shows (translated); past idle, the update job's steps."""
 
     IDLE = "idle"
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    STARTING = "starting"
     DOWNLOADING = "downloading"
     VERIFYING = "verifying"
     REBOOTING = "rebooting"
@@ -82,6 +90,7 @@ class EspOtaRuntimeData:
 
     device: EspOtaDeviceCoordinator
     feed: FeedCoordinator | None
+    installer: DeviceInstaller
 
 
 type EspOtaConfigEntry = ConfigEntry[EspOtaRuntimeData]
@@ -111,6 +120,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         self.client = client
         self.progress = OtaProgress()
         self.last_event: DeviceEvent | None = None
+        self.installer: DeviceInstaller | None = None  # set once the entry has one
         self._listener: asyncio.Task[None] | None = None
 
     @property
@@ -145,6 +155,9 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                 translation_placeholders={"host": self.client.host},
             ) from err
         except DeviceError as err:
+            if self.data is not None and self.installer and self.installer.expecting_reboot:
+                # Away on purpose: the install waits for it; the entities stay as they were.
+                return self.data
             raise UpdateFailed(
                 translation_domain=DOMAIN,
                 translation_key="cannot_connect",
@@ -159,6 +172,40 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                 error=info.last_ota.error,
             )
         return info
+
+    def _job_record(self) -> UpdateJobRecord | None:
+        """The install's record while it runs, or its end if the device shows no newer OTA."""
+        installer = self.installer
+        record = installer.record if installer else None
+        if record is None or installer is None:
+            return None
+        if installer.in_progress or record.ota_id in (None, self.data.last_ota.ota_id):
+            return record
+        return None
+
+    @property
+    def phase(self) -> OtaPhase:
+        """Where the device's update is: the install's step, else the device's own report."""
+        record = self._job_record()
+        return OtaPhase(record.step.value) if record else self.progress.phase
+
+    @property
+    def percentage(self) -> float | None:
+        """How far the download is, 0-100."""
+        record = self._job_record()
+        if record is not None and self.installer and self.installer.in_progress:
+            return record.percentage
+        return self.progress.percentage
+
+    @property
+    def error(self) -> str | None:
+        """Why the last update failed (ESP-IDF's error name, or the install's reason)."""
+        record = self._job_record()
+        if record is None:
+            return self.progress.error
+        if record.reason is None:
+            return None
+        return record.error or record.reason.value
 
     def start_listening(self) -> None:
         """Follow the device's event stream for as long as the entry is loaded."""

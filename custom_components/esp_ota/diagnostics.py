@@ -11,7 +11,7 @@ from homeassistant.core import HomeAssistant
 from .const import CONF_CERT_FINGERPRINT, CONF_FEED_PUBLIC_KEY, CONF_SECRET
 from .coordinator import EspOtaConfigEntry
 
-TO_REDACT = {CONF_SECRET, CONF_CERT_FINGERPRINT, CONF_FEED_PUBLIC_KEY}
+TO_REDACT = {CONF_SECRET, CONF_CERT_FINGERPRINT, CONF_FEED_PUBLIC_KEY, "token", "headers"}
 
 
 async def async_get_config_entry_diagnostics(
@@ -29,6 +29,13 @@ async def async_get_config_entry_diagnostics(
         "device": dataclasses.asdict(device.data) if device.data else None,
         "progress": dataclasses.asdict(device.progress),
         "last_event": dataclasses.asdict(device.last_event) if device.last_event else None,
+        "install": {
+            "in_progress": runtime.installer.in_progress,
+            # The record keeps the device's download token: it goes as **REDACTED**.
+            "record": async_redact_data(runtime.installer.record.to_dict(), TO_REDACT)
+            if runtime.installer.record
+            else None,
+        },
         "feed": None
         if feed is None
         else {

@@ -35,7 +35,7 @@ RESET_REASONS = [
 
 
 def _last_result(coordinator: EspOtaDeviceCoordinator) -> str:
-    phase = coordinator.progress.phase
+    phase = coordinator.phase
     if phase in (OtaPhase.SUCCEEDED, OtaPhase.FAILED, OtaPhase.ROLLED_BACK):
         return phase.value
     return "none"
@@ -60,7 +60,7 @@ SENSORS = (
         translation_key="ota_state",
         device_class=SensorDeviceClass.ENUM,
         options=[phase.value for phase in OtaPhase],
-        value_fn=lambda coordinator: coordinator.progress.phase.value,
+        value_fn=lambda coordinator: coordinator.phase.value,
     ),
     EspOtaSensorEntityDescription(
         key="ota_progress",
@@ -68,7 +68,7 @@ SENSORS = (
         native_unit_of_measurement=PERCENTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
-        value_fn=lambda coordinator: coordinator.progress.percentage,
+        value_fn=lambda coordinator: coordinator.percentage,
     ),
     EspOtaSensorEntityDescription(
         key="last_result",
@@ -81,7 +81,7 @@ SENSORS = (
         key="last_error",
         translation_key="last_error",
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda coordinator: coordinator.progress.error,
+        value_fn=lambda coordinator: coordinator.error,
     ),
     EspOtaSensorEntityDescription(
         key="running_partition",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from homeassistant.components.update import (
     UpdateDeviceClass,
@@ -12,17 +13,21 @@ from homeassistant.components.update import (
 )
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .const import CONF_CHANNEL, DEFAULT_CHANNEL
+from .const import CONF_CHANNEL, DEFAULT_CHANNEL, DOMAIN
 from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator
 from .entity import EspOtaEntity
 from .espota.feed import Channel, Release
-from .espota.selection import DeviceFirmware, select_release
+from .espota.selection import installable_releases, select_release
 from .espota.versions import is_newer
 from .feed_coordinator import FeedCoordinator
+from .installer import DeviceInstaller, device_firmware
 
-PARALLEL_UPDATES = 1
+# Installs are limited by the integration's own queue (an option), not per platform: an
+# install waits for its device to be verified, which would hold a platform semaphore.
+PARALLEL_UPDATES = 0
 # Home Assistant shows at most this much of a release summary.
 SUMMARY_LIMIT = 255
 
@@ -53,7 +58,8 @@ async def async_setup_entry(
     """One update entity per channel for the entry's device."""
     runtime = entry.runtime_data
     async_add_entities(
-        EspOtaUpdateEntity(runtime.device, runtime.feed, description) for description in UPDATES
+        EspOtaUpdateEntity(runtime.device, runtime.feed, runtime.installer, description)
+        for description in UPDATES
     )
 
 
@@ -63,17 +69,24 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
     entity_description: EspOtaUpdateEntityDescription
     _attr_device_class = UpdateDeviceClass.FIRMWARE
     _attr_entity_category = EntityCategory.CONFIG
-    _attr_supported_features = UpdateEntityFeature.RELEASE_NOTES
+    _attr_supported_features = (
+        UpdateEntityFeature.INSTALL
+        | UpdateEntityFeature.PROGRESS
+        | UpdateEntityFeature.SPECIFIC_VERSION
+        | UpdateEntityFeature.RELEASE_NOTES
+    )
 
     def __init__(
         self,
         coordinator: EspOtaDeviceCoordinator,
         feed: FeedCoordinator | None,
+        installer: DeviceInstaller,
         description: EspOtaUpdateEntityDescription,
     ) -> None:
         super().__init__(coordinator, description.key)
         self.entity_description = description
         self._feed = feed
+        self._installer = installer
 
     async def async_added_to_hass(self) -> None:
         """Follow the feed as well as the device."""
@@ -92,20 +105,61 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         """The feed's pick for this device on this entity's channel."""
         if self._feed is None or self._feed.data is None:
             return None
-        info = self.coordinator.data
-        device = DeviceFirmware(
-            project=info.project,
-            chip=info.chip,
-            chip_revision=info.chip_revision,
-            version=info.version,
-            secure_version=info.secure_version,
-        )
-        return select_release(self._feed.data, device, self._channel)
+        return select_release(self._feed.data, device_firmware(self.coordinator), self._channel)
+
+    @property
+    def available(self) -> bool:
+        """Available while the device answers, and while an install waits for its reboot."""
+        return super().available or self._installer.expecting_reboot
 
     @property
     def installed_version(self) -> str:
-        """What the device runs."""
+        """What the device runs; during an install, what it ran (until the new is verified)."""
+        record = self._installer.record
+        if self._installer.in_progress and record is not None:
+            return record.from_version
         return self.coordinator.data.version
+
+    @property
+    def in_progress(self) -> bool:
+        """True from the press of Install until the job ends, the reboot included."""
+        return self._installer.in_progress
+
+    @property
+    def update_percentage(self) -> float | None:
+        """The download's progress while an install runs."""
+        record = self._installer.record
+        if not self._installer.in_progress or record is None:
+            return None
+        return record.percentage
+
+    async def async_install(self, version: str | None, backup: bool, **kwargs: Any) -> None:
+        """Install the offered release (or the given version) and wait until it is verified."""
+        release = self._release if version is None else self._release_of(version)
+        name = self.coordinator.config_entry.title
+        if self._feed is None:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="no_feed",
+                translation_placeholders={"name": name},
+            )
+        if release is None:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="no_release",
+                translation_placeholders={"name": name, "version": version or ""},
+            )
+        await self._installer.async_install(release)
+
+    def _release_of(self, version: str) -> Release | None:
+        """The release of exactly this version that the device may run (on this channel)."""
+        if self._feed is None or self._feed.data is None:
+            return None
+        releases = installable_releases(
+            self._feed.data, device_firmware(self.coordinator), self._channel,
+            include_running=False,
+        )  # fmt: skip
+        return next((release for release in releases if release.version == version), None)
 
     @property
     def latest_version(self) -> str:

@@ -1,0 +1,214 @@
+"""What every device's install shares: the image cache, the firmware server, the install
+queue and the stored update jobs. One per Home Assistant, made by the first entry that
+loads and closed with the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Final
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.storage import Store
+from homeassistant.util.hass_dict import HassKey
+
+from . import const
+from .const import DEFAULT_MAX_PARALLEL_INSTALLS, DOMAIN, FIRMWARE_CACHE_MAX_BYTES
+from .espota.certificates import load_or_create_certificate
+from .espota.firmware_server import FirmwareServer
+from .espota.firmware_store import FirmwareStore
+from .espota.update_job import UpdateJobRecord, UpdateJobRecordError
+
+_LOGGER = logging.getLogger(__name__)
+
+FIRMWARE_SERVICE: HassKey[FirmwareService] = HassKey(f"{DOMAIN}_firmware")
+JOBS_STORAGE_VERSION: Final = 1
+# Progress is saved at most this often; step changes are saved at once.
+JOBS_SAVE_DELAY_S: Final = 1.0
+
+
+class InstallQueue:
+    """At most `limit` installs run at once across every device; the others wait, in order."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, int] = {}  # entry id -> its option; the smallest applies
+        self.running = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        """How many installs may run at once."""
+        return min(self.limits.values(), default=DEFAULT_MAX_PARALLEL_INSTALLS)
+
+    @property
+    def waiting(self) -> int:
+        """How many installs wait for a slot."""
+        return len(self._waiters)
+
+    def set_limit(self, entry_id: str, limit: int | None) -> None:
+        """An entry's option changed (None: the entry went away); wake who may run now."""
+        if limit is None:
+            self.limits.pop(entry_id, None)
+        else:
+            self.limits[entry_id] = max(1, limit)
+        self._wake()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the `limit` slots for the duration of the block (first come, first
+        served: a freed slot is handed to the longest waiter, never taken by a newcomer)."""
+        if self.running < self.limit and not self._waiters:
+            self.running += 1
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter  # _wake counted this install in `running` before waking it
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self.running -= 1  # woken and cancelled at once: pass the slot on
+                    self._wake()
+                else:
+                    self._waiters.remove(waiter)
+                raise
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.running < self.limit:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self.running += 1
+                waiter.set_result(None)
+
+
+def source_address_for(host: str, port: int) -> str:
+    """This machine's address on the route to `host`: where the device can reach us.
+
+    Connecting a UDP socket sends nothing; it only picks the route. Blocking (it may
+    resolve a name): run it in the executor."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, port))
+        address: str = probe.getsockname()[0]
+        return address
+
+
+class FirmwareService:
+    """The image cache, the HTTPS firmware server and the install queue, shared by entries."""
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        self.hass = hass
+        self.folder = Path(hass.config.path(DOMAIN))
+        self.store = FirmwareStore(
+            self.folder / "firmware",
+            async_get_clientsession(hass),
+            max_bytes=FIRMWARE_CACHE_MAX_BYTES,
+        )
+        self.queue = InstallQueue()
+        self.users: set[str] = set()
+        self._jobs_store: Store[dict[str, Any]] = Store(
+            hass, JOBS_STORAGE_VERSION, f"{DOMAIN}.jobs"
+        )
+        self._jobs: dict[str, dict[str, Any]] = {}  # MAC -> the device's last job record
+        self._server: FirmwareServer | None = None
+        self._server_lock = asyncio.Lock()
+
+    async def async_load(self) -> None:
+        """Read the stored jobs (an update running when Home Assistant stopped)."""
+        self._jobs = await self._jobs_store.async_load() or {}
+
+    # --- stored jobs ------------------------------------------------------------
+
+    def stored_job(self, mac: str) -> UpdateJobRecord | None:
+        """The device's last job, as stored; None if none, or if it cannot be read."""
+        data = self._jobs.get(mac)
+        if data is None:
+            return None
+        try:
+            return UpdateJobRecord.from_dict(data)
+        except UpdateJobRecordError as err:
+            _LOGGER.warning("Ignoring the unreadable stored update job of %s: %s", mac, err)
+            return None
+
+    def save_job(self, record: UpdateJobRecord, *, now: bool = False) -> None:
+        """Remember the job; step changes go to disk at once, progress a little later."""
+        self._jobs[record.mac] = record.to_dict()
+        self._jobs_store.async_delay_save(lambda: self._jobs, 0 if now else JOBS_SAVE_DELAY_S)
+
+    async def async_flush(self) -> None:
+        """Write the jobs now (an entry unloads while its job runs)."""
+        await self._jobs_store.async_save(self._jobs)
+
+    # --- the firmware server ----------------------------------------------------
+
+    async def async_server_for(self, advertised_host: str) -> FirmwareServer:
+        """The running server, its certificate valid for the host devices are told to use."""
+        async with self._server_lock:
+            server = self._server
+            if server is not None and server.certificate.covers(advertised_host):
+                return server
+            hosts = [advertised_host]
+            if server is not None:
+                hosts += server.certificate.hosts()
+            certificate = await self.hass.async_add_executor_job(
+                load_or_create_certificate, self.folder / "server", hosts
+            )
+            if server is None:
+                server = FirmwareServer(
+                    host=const.FIRMWARE_SERVER_HOST,
+                    port=const.FIRMWARE_SERVER_PORT,
+                    certificate=certificate,
+                )
+                await server.start()
+                self._server = server
+                _LOGGER.debug("Firmware server listening on port %s", server.port)
+            else:
+                await server.set_certificate(certificate)
+            return server
+
+    @property
+    def server(self) -> FirmwareServer | None:
+        """The firmware server, once an install has started it."""
+        return self._server
+
+    async def async_close(self) -> None:
+        """Stop serving (the last entry unloaded) and write what is pending."""
+        await self.async_flush()
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
+
+
+async def async_acquire_firmware_service(hass: HomeAssistant, entry_id: str) -> FirmwareService:
+    """The shared service, made and loaded by the first entry that needs it."""
+    service = hass.data.get(FIRMWARE_SERVICE)
+    if service is None:
+        service = FirmwareService(hass)
+        hass.data[FIRMWARE_SERVICE] = service
+        await service.async_load()
+    service.users.add(entry_id)
+    return service
+
+
+async def async_release_firmware_service(hass: HomeAssistant, entry_id: str) -> None:
+    """An entry is done with the service; the last one closes it."""
+    service = hass.data.get(FIRMWARE_SERVICE)
+    if service is None:
+        return
+    service.users.discard(entry_id)
+    service.queue.set_limit(entry_id, None)
+    if service.users:
+        await service.async_flush()
+        return
+    del hass.data[FIRMWARE_SERVICE]
+    await service.async_close()
