@@ -445,15 +445,23 @@ async def test_firmware_server_refuses_requests_without_the_token(
     starts = StartCounter(sim_device)
     await load(hass, entry_for(sim_device, release_server))
     await install(hass)
-    server = hass.data[FIRMWARE_SERVICE].server
+    assert starts() == 1
+    service = hass.data[FIRMWARE_SERVICE]
+    server = service.server
     assert server is not None
-    url = f"https://127.0.0.1:{server.port}/firmware/{hashlib.sha256(b'x').hexdigest()}.bin"
+    record = service.stored_job(sim_device.mac)
+    assert record is not None
+    assert record.download is not None
+    used_token = record.download["token"]
+    url = f"https://127.0.0.1:{server.port}/firmware/{record.sha256}.bin"
     ssl_context = ssl.create_default_context(cadata=server.cert_pem)  # pinned, as a device
     async with aiohttp.ClientSession() as session:
-        async with session.get(url, ssl=ssl_context) as response:
-            assert response.status == 401
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+            async with session.get(url, ssl=ssl_context, headers=headers) as response:
+                assert response.status == 401
+        # The device's own token died with its install.
         async with session.get(
-            url, ssl=ssl_context, headers={"Authorization": "Bearer not-a-token"}
+            url, ssl=ssl_context, headers={"Authorization": f"Bearer {used_token}"}
         ) as response:
             assert response.status == 401
 
@@ -471,6 +479,7 @@ async def test_direct_mode_downloads_from_the_feed_host(
     starts = StartCounter(sim_device)
     await load(hass, entry_for(sim_device, release_server, options={CONF_DIRECT_DOWNLOAD: True}))
     await install(hass)
+    assert starts() == 1
     assert sim_device.device.info().version == "1.1.0"
     served = [request for request in https_files.requests if request.path.endswith(".bin")]
     assert served, "the device downloaded from the feed host"
@@ -539,7 +548,6 @@ async def test_stored_job_survives_in_storage(
 ) -> None:
     """The job record is written to Home Assistant's storage, secrets included only there."""
     release_server.publish("1.1.0", image_of("1.1.0"))
-    starts = StartCounter(sim_device)
     await load(hass, entry_for(sim_device, release_server))
     await install(hass)
     await hass.data[FIRMWARE_SERVICE].async_flush()
