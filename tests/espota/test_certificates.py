@@ -124,7 +124,9 @@ def test_regenerated_near_expiry(tmp_path: Path) -> None:
     assert load_or_create_certificate(tmp_path, ["127.0.0.1"]) == lasting
 
 
-@pytest.mark.parametrize("damage", ["garbage_cert", "garbage_key", "other_key", "binary"])
+@pytest.mark.parametrize(
+    "damage", ["garbage_cert", "garbage_key", "other_key", "binary", "encrypted_key"]
+)
 def test_regenerated_when_the_stored_pair_is_unusable(tmp_path: Path, damage: str) -> None:
     first = load_or_create_certificate(tmp_path, ["127.0.0.1"])
     match damage:
@@ -136,6 +138,15 @@ def test_regenerated_when_the_stored_pair_is_unusable(tmp_path: Path, damage: st
             (tmp_path / KEY_FILE).write_text(make_server_certificate(["127.0.0.1"]).key_pem)
         case "binary":
             (tmp_path / CERT_FILE).write_bytes(b"\xff\xfe\x00")
+        case "encrypted_key":  # someone protected it with a password
+            key = serialization.load_pem_private_key(first.key_pem.encode(), password=None)
+            (tmp_path / KEY_FILE).write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.BestAvailableEncryption(b"secret"),
+                )
+            )
     second = load_or_create_certificate(tmp_path, ["127.0.0.1"])
     assert second != first
     assert second.key_matches()

@@ -201,6 +201,18 @@ async def test_second_fetch_reuses_the_file(
     assert release_server.requests == ["/garden.bin"]
 
 
+async def test_a_release_with_a_known_sha256_but_another_size_is_refused(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    with pytest.raises(FirmwareIntegrityError, match=f"says {len(data) + 16} bytes"):
+        await store.fetch(replace(release, size=len(data) + 16), DEVICE)
+    assert stored.path.read_bytes() == data  # the stored image was right and stays
+    assert release_server.requests == ["/garden.bin"]
+
+
 async def test_concurrent_fetches_of_one_release_download_once(
     store: FirmwareStore, release_server: ReleaseServer
 ) -> None:

@@ -216,7 +216,7 @@ def _usable(certificate: ServerCertificate, hosts: list[str]) -> bool:
         if not certificate.key_matches():
             return False
         remaining = certificate.not_valid_after - dt.datetime.now(dt.UTC)
-    except ValueError:  # not PEM, or not a certificate / key cryptography reads
+    except ValueError, TypeError:  # not PEM, not readable, or a key with a password
         return False
     return remaining > RENEW_BEFORE and all(certificate.covers(host) for host in hosts)
 

@@ -156,7 +156,6 @@ class FirmwareServer:
         # The listening socket keeps this context; its SNI callback hands each new
         # handshake the current one, so set_certificate() needs no restart.
         context.sni_callback = self._choose_context
-        self._front_context = self._context = context
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -167,6 +166,7 @@ class FirmwareServer:
         except BaseException:
             await runner.cleanup()
             raise
+        self._front_context = self._context = context
         self._runner = runner
         self._port = runner.addresses[0][1]
         _LOGGER.debug("Firmware server listening on %s:%s", self._host, self._port)

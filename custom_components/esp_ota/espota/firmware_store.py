@@ -267,6 +267,13 @@ class FirmwareStore:
             return None
         path = self.path_for(sha256)
         size = self._entries[sha256]
+        if release.size is not None and release.size != size:
+            # The image with this SHA-256 is known to have another size: the release is
+            # wrong, the stored file is not (and stays).
+            raise FirmwareIntegrityError(
+                f"{release.url}: the release says {release.size} bytes, the image with "
+                f"SHA-256 {sha256} has {size}"
+            )
         try:
             info, md5 = await asyncio.to_thread(self._recheck, path, size, release.md5)
         except (OSError, ImageError) as err:  # gone, or altered into a broken image
@@ -275,7 +282,6 @@ class FirmwareStore:
         if (
             info is None
             or info.file_sha256 != sha256
-            or (release.size is not None and info.file_size != release.size)
             or (release.sha256 is None and md5 != release.md5)
         ):
             if info is not None:
