@@ -408,9 +408,10 @@ class UpdateJob:
         self._image: PreparedImage | None = None
         self._notified_bytes = record.bytes_written
         self._notified_at = clock()
-        # What the device itself reported written (the server's count runs ahead of it by
-        # the sockets' buffers): only a device that has it all is rebooting when it goes.
+        # What the device reported written, and what the server says it sent (see
+        # _advance); only a device that has it all is rebooting when it goes away.
         self._device_bytes = 0
+        self._served_bytes = 0
         self._last_attempt_s = min(LAST_ATTEMPT_S, timeouts.start_s)
 
     # --- the run ---------------------------------------------------------------------------
@@ -690,15 +691,26 @@ class UpdateJob:
         return self._advance(status.bytes_written)  # connecting, downloading
 
     def _advance(self, device_bytes: int | None) -> bool:
-        """Take the larger of the device's and the server's progress; True if it moved."""
+        """Take the device's progress (and the server's, for the stall clock); True if
+        either moved.
+
+        bytes_written follows what the device wrote: the server's count runs ahead of it
+        by the sockets' buffers (a 64 KiB image is "sent" before the device has written
+        4 KiB of it), so it would show 100 % long before the end. It still proves the
+        download is alive when the device's reports do not move.
+        """
         record = self.record
-        self._device_bytes = max(self._device_bytes, device_bytes or 0)
+        moved = False
         served = self._source.bytes_served()
-        best = max(record.bytes_written, device_bytes or 0, served or 0)
+        if served is not None and served > self._served_bytes:
+            self._served_bytes, moved = served, True
+        if device_bytes is not None:
+            self._device_bytes = max(self._device_bytes, device_bytes)
+        best = max(record.bytes_written, self._device_bytes)
         if record.size > 0:
             best = min(best, record.size)
         if best <= record.bytes_written:
-            return False
+            return moved
         record.bytes_written = best
         step = max(1, int(record.size * PROGRESS_NOTIFY_FRACTION))
         if (
