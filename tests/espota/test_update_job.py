@@ -48,6 +48,7 @@ from custom_components.esp_ota.espota.update_job import (
 from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.https_ota import OtaConfig
+from simulator.model import DeviceRefusedError as SimRefusedError
 from simulator.model import ImageState as SimImageState
 from simulator.model import OtaRequest
 from simulator.model import OtaState as SimOtaState
@@ -1117,6 +1118,29 @@ async def test_a_start_whose_answer_is_lost(
     assert record.step is UpdateStep.SUCCEEDED, record
     assert len(sim.starts) == 1
     await assert_runs_new_firmware(sim)
+
+
+async def test_a_start_lost_on_the_way_is_sent_again(
+    start_sim: StartSim, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first start request is swallowed (it reaches the device's server but starts
+    nothing, and no answer comes): the job asks, sees no job, and sends it again."""
+    sim = await start_sim()
+    counted_start = sim.device.start_ota
+
+    async def lose_the_first(request: OtaRequest) -> str:
+        if len(sim.starts) == 0:
+            sim.starts.append(request)
+            await asyncio.sleep(0.3)  # no answer before the client gives up
+            raise SimRefusedError("ESP_FAIL", "the request was lost")
+        return await counted_start(request)
+
+    monkeypatch.setattr(sim.device, "start_ota", lose_the_first)
+    sim.client = sim.client_with(timeout=0.15)
+    record = await job_for(sim, Source(image_server, make_image(NEW)), Store()).run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    assert len(sim.starts) == 2  # the lost one and the one that started the job
+    assert (await sim.client.ota_status()).ota_id == record.ota_id
 
 
 async def test_power_lost_for_good(start_sim: StartSim, image_server: ImageServer) -> None:
