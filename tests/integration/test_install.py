@@ -24,7 +24,7 @@ from homeassistant.components.update.const import (
 )
 from homeassistant.components.update.const import DOMAIN as UPDATE_DOMAIN
 from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON, STATE_UNAVAILABLE
-from homeassistant.core import Event, HomeAssistant
+from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -189,7 +189,10 @@ async def install(hass: HomeAssistant, entity_id: str = FIRMWARE, **data: Any) -
 def finished_events(hass: HomeAssistant) -> list[Event]:
     """Collect esp_ota_update_finished events from now on."""
     events: list[Event] = []
-    hass.bus.async_listen(EVENT_UPDATE_FINISHED, events.append)
+    # A callback runs in the loop as the event fires (a plain function would go to the
+    # executor, and arrive late); callback() cannot mark a builtin method, hence the lambda.
+    listener = callback(lambda event: events.append(event))  # noqa: PLW0108
+    hass.bus.async_listen(EVENT_UPDATE_FINISHED, listener)
     return events
 
 
@@ -238,7 +241,7 @@ async def test_good_update_is_verified_and_confirmed(
             if percentage is not None:
                 percentages.append(percentage)
 
-    unsubscribe = hass.bus.async_listen("state_changed", lambda _event: sample())
+    unsubscribe = hass.bus.async_listen("state_changed", callback(lambda _event: sample()))
     await install(hass)
     unsubscribe()
 
@@ -426,7 +429,7 @@ async def test_installs_queue_beyond_the_limit(
         )
         most_at_once = max(most_at_once, running)
 
-    unsubscribe = hass.bus.async_listen("state_changed", lambda _event: count_running())
+    unsubscribe = hass.bus.async_listen("state_changed", callback(lambda _event: count_running()))
     await asyncio.gather(*(install(hass, entity) for entity in entities))
     unsubscribe()
     assert most_at_once == 1
