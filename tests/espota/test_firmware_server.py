@@ -527,7 +527,9 @@ async def test_a_simulated_device_installs_from_it(
     image: StoredImage,
     make_device: Callable[..., Awaitable[SimulatedDevice]],
     partial: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=firmware_server.__name__)
     device = await make_device(partial_http_download=partial, max_http_request_size=65536)
     grant = server.grant(image, device_id=device.config.mac, ttl_s=60)
     status = await install(device, request_for(server, grant, image))
@@ -539,13 +541,30 @@ async def test_a_simulated_device_installs_from_it(
     assert info.running_partition == "ota_1"
     assert info.image_state is ImageState.PENDING_VERIFY
     assert server.bytes_served(grant.token) == SIZE
+    served = [
+        r.getMessage().removeprefix(f"{r.getMessage().split()[0]} {grant.path} bytes ")
+        for r in caplog.records
+        if grant.path in r.getMessage() and " bytes " in r.getMessage()
+    ]
+    tail = f"/{SIZE} ({{}}) to device {device.config.mac}"
+    if partial:  # HEAD, then max_http_request_size ranges, the last one clamped
+        assert served == [
+            f"0-{SIZE - 1}" + tail.format(200),
+            "0-65535" + tail.format(206),
+            "65536-131071" + tail.format(206),
+            f"131072-{SIZE - 1}" + tail.format(206),
+        ]
+    else:  # one GET, `bytes=0-` (ota_resumption asks for a range from the start)
+        assert served == [f"0-{SIZE - 1}" + tail.format(206)]
 
 
 async def test_a_simulated_device_resumes_a_dropped_download(
     server: FirmwareServer,
     image: StoredImage,
     make_device: Callable[..., Awaitable[SimulatedDevice]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=firmware_server.__name__)
     device = await make_device()
     device.config.faults.drop_at_byte = 70_000
     grant = server.grant(image, device_id=device.config.mac, ttl_s=60)
@@ -553,6 +572,15 @@ async def test_a_simulated_device_resumes_a_dropped_download(
     assert status.state is OtaState.SUCCEEDED, status
     assert device.info().version == "1.1.0"
     assert server.bytes_served(grant.token) == SIZE
+    served = [r.getMessage() for r in caplog.records if r.getMessage().startswith("GET ")]
+    # With ota_resumption the firmware asks `bytes=<written>-` from the start (0 first),
+    # then from where its flash writes stopped after the drop: 206 both times.
+    to_device = f"(206) to device {device.config.mac}"
+    assert served[0] == f"GET {grant.path} bytes 0-{SIZE - 1}/{SIZE} {to_device}"
+    assert len(served) == 2
+    resumed_at = int(served[1].split(" bytes ")[1].split("-")[0])
+    assert 1024 <= resumed_at <= 70_000
+    assert served[1].endswith(f"-{SIZE - 1}/{SIZE} {to_device}")
 
 
 @pytest.mark.parametrize("token", ["wrong", "expired", "revoked", "none"])

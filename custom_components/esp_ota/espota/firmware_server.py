@@ -311,6 +311,16 @@ class FirmwareServer:
                 headers["Content-Range"] = f"bytes {parsed[0]}-{parsed[1]}/{size}"
             start, end = parsed
         length = end - start + 1
+        _LOGGER.debug(
+            "%s %s bytes %d-%d/%d (%d) to device %s",
+            request.method,
+            state.grant.path,
+            start,
+            end,
+            size,
+            status,
+            state.grant.device_id,
+        )
         try:
             descriptor = await asyncio.to_thread(os.open, state.file, os.O_RDONLY)
         except OSError as err:
