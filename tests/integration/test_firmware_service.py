@@ -1,0 +1,160 @@
+"""The shared install machinery on its own: the queue's order and limits, stored jobs that
+cannot be read, and the logbook's lines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from homeassistant.core import Event, HomeAssistant
+
+from custom_components.esp_ota.const import DOMAIN, EVENT_UPDATE_FINISHED
+from custom_components.esp_ota.firmware import FirmwareService, InstallQueue
+from custom_components.esp_ota.logbook import async_describe_events, describe_update_finished
+
+
+async def hold(queue: InstallQueue, order: list[str], name: str, release: asyncio.Event) -> None:
+    """Take a slot, note it, keep it until `release` is set."""
+    async with queue.slot():
+        order.append(name)
+        await release.wait()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_queue_hands_slots_over_in_order() -> None:
+    """Beyond the limit installs wait; a freed slot goes to the longest waiter."""
+    queue = InstallQueue()
+    queue.set_limit("a", 1)
+    order: list[str] = []
+    releases = {name: asyncio.Event() for name in "xyz"}
+    tasks = [asyncio.create_task(hold(queue, order, name, releases[name])) for name in "xyz"]
+    await settle()
+    assert order == ["x"]
+    assert (queue.running, queue.waiting) == (1, 2)
+    releases["x"].set()
+    await settle()
+    assert order == ["x", "y"]
+    releases["y"].set()
+    releases["z"].set()
+    await asyncio.gather(*tasks)
+    assert order == ["x", "y", "z"]
+    assert (queue.running, queue.waiting) == (0, 0)
+
+
+async def test_queue_limit_is_the_smallest_and_raising_it_wakes_waiters() -> None:
+    """The smallest limit of the loaded entries applies; a larger one lets more run."""
+    queue = InstallQueue()
+    assert queue.limit == 2  # nothing loaded: the default
+    queue.set_limit("a", 3)
+    queue.set_limit("b", 1)
+    assert queue.limit == 1
+    order: list[str] = []
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(hold(queue, order, name, release)) for name in "xyz"]
+    await settle()
+    assert order == ["x"]
+    queue.set_limit("b", None)  # entry b unloads: a's 3 applies
+    await settle()
+    assert sorted(order) == ["x", "y", "z"]
+    release.set()
+    await asyncio.gather(*tasks)
+
+
+async def test_a_cancelled_waiter_loses_its_place_and_passes_a_slot_on() -> None:
+    """Cancelled while waiting: gone from the queue. Cancelled just as its turn came: the
+    slot goes to the next one, nothing leaks."""
+    queue = InstallQueue()
+    queue.set_limit("a", 1)
+    order: list[str] = []
+    release = asyncio.Event()
+    first = asyncio.create_task(hold(queue, order, "first", release))
+    waiting = asyncio.create_task(hold(queue, order, "waiting", release))
+    await settle()
+    waiting.cancel()
+    await settle()
+    assert queue.waiting == 0
+
+    release.set()
+    await first
+    held = queue.slot()
+    await held.__aenter__()  # the test holds the only slot
+    woken = asyncio.create_task(hold(queue, order, "woken", release))
+    last = asyncio.create_task(hold(queue, order, "last", release))
+    await settle()
+    assert queue.waiting == 2
+    await held.__aexit__(None, None, None)  # hands the slot to "woken" (no await inside) ...
+    woken.cancel()  # ... which is cancelled before it could run
+    await asyncio.gather(woken, last, return_exceptions=True)
+    assert order == ["first", "last"]
+    assert (queue.running, queue.waiting) == (0, 0)
+    assert waiting.cancelled()
+
+
+async def test_unreadable_stored_job_is_ignored(
+    hass: HomeAssistant, hass_storage: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored job that is not a job record (an older format, a hand edit) is ignored
+    with a warning, not a crash at setup."""
+    hass_storage[f"{DOMAIN}.jobs"] = {
+        "version": 1,
+        "key": f"{DOMAIN}.jobs",
+        "data": {"24:0a:c4:00:00:01": {"step": "teleporting"}},
+    }
+    service = FirmwareService(hass)
+    await service.async_load()
+    caplog.set_level(logging.WARNING)
+    assert service.stored_job("24:0a:c4:00:00:01") is None
+    assert service.stored_job("24:0a:c4:00:00:02") is None
+    assert "unreadable stored update job" in caplog.text
+
+
+def finished(result: str, reason: str | None = None, error: str | None = None) -> dict[str, Any]:
+    return {
+        "name": "garden 34:56",
+        "entity_id": "update.garden_34_56_firmware",
+        "from_version": "1.0.0",
+        "to_version": "1.1.0",
+        "result": result,
+        "reason": reason,
+        "error": error,
+    }
+
+
+def test_logbook_lines_say_what_happened() -> None:
+    """Success, rollback and failure each read as what they are, with versions."""
+    assert describe_update_finished(finished("succeeded")) == (
+        "updated firmware from 1.0.0 to 1.1.0 (verified and confirmed)"
+    )
+    assert describe_update_finished(finished("rolled_back", "rolled_back")) == (
+        "rolled back to 1.0.0: firmware 1.1.0 did not start correctly"
+    )
+    assert describe_update_finished(
+        finished("failed", "download_failed", "ESP_ERR_OTA_VALIDATE_FAILED")
+    ) == (
+        "failed to update firmware to 1.1.0: download failed "
+        "(ESP_ERR_OTA_VALIDATE_FAILED); still runs 1.0.0"
+    )
+
+
+async def test_logbook_describes_the_finished_event(hass: HomeAssistant) -> None:
+    """The logbook platform registers a describer for esp_ota_update_finished."""
+    described: dict[tuple[str, str], Callable[[Event], dict[str, Any]]] = {}
+
+    def register(domain: str, event_type: str, describe: Callable[[Event], Any]) -> None:
+        described[(domain, event_type)] = describe
+
+    async_describe_events(hass, register)
+    describe = described[(DOMAIN, EVENT_UPDATE_FINISHED)]
+    entry = describe(Event(EVENT_UPDATE_FINISHED, finished("failed", "not_back")))
+    assert entry == {
+        "name": "garden 34:56",
+        "message": "failed to update firmware to 1.1.0: not back; still runs 1.0.0",
+        "entity_id": "update.garden_34_56_firmware",
+    }
