@@ -116,3 +116,34 @@ async def test_install_from_the_browser(
     simulated = demo.fleet.devices[device.fleet.index]
     assert simulated.running_app.version == target
     assert simulated.image_state() is ImageState.VALID
+
+
+async def test_crashing_beta_rolls_back_and_says_so(
+    demo: DemoStack, browser: Browser, screenshots: Path
+) -> None:
+    """The device on the beta channel installs 1.2.0b1, which panics on every boot: the
+    bootloader rolls back, Home Assistant says so, and the device runs what it ran."""
+    info = demo.info
+    assert info is not None
+    device = next(d for d in info.devices if d.channel == "beta")
+    before = await entity_state(info, device.entity_id)
+    installed = before["attributes"]["installed_version"]
+    assert device.offered_version != installed
+
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await log_in(page, info)
+    dialog = await open_update(page, info, device)
+    await dialog.get_by_role("button", name=re.compile(r"^(Install|Update)$")).click()
+    await dialog.get_by_text(PERCENT).wait_for(timeout=30_000)
+
+    await page.get_by_text(re.compile("rolled back", re.IGNORECASE)).first.wait_for(
+        timeout=INSTALL_TIMEOUT_S * 1000
+    )
+    await page.screenshot(path=screenshots / "e2e-4-rolled-back.png")
+    after = await entity_state(info, device.entity_id)
+    assert after["attributes"]["in_progress"] is False
+    assert after["attributes"]["installed_version"] == installed
+    assert demo.fleet is not None
+    simulated = demo.fleet.devices[device.fleet.index]
+    assert simulated.running_app.version == installed
+    assert simulated.image_state() is ImageState.VALID
