@@ -60,7 +60,15 @@ PROJECT = "garden"
 OLD, NEW = "1.0.0", "2.0.0"
 SIZE = 64 * 1024
 FAST = JobTimeouts(start_s=1.0, stall_s=2.0, reboot_s=3.0, confirm_s=2.0, total_s=20.0, poll_s=0.05)
+# For a client with a short timeout: room for the retries after a lost answer.
+PATIENT_START = JobTimeouts(
+    start_s=4.0, stall_s=2.0, reboot_s=3.0, confirm_s=2.0, total_s=20.0, poll_s=0.05
+)
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+# Room for a loaded test machine in assertions that a job ends near its bound (each bound
+# tested is far from the next one that would end it otherwise: the client's 10 s timeout,
+# the device's 15 s stall watchdog, a download that would take longer).
+SLACK_S = 3.0
 
 pytestmark = pytest.mark.usefixtures("socket_enabled")
 
@@ -348,7 +356,7 @@ async def test_a_good_update(
     record = await job_for(sim, source, store).run()
     assert record.step is UpdateStep.SUCCEEDED, record
     assert (record.reason, record.error) == (None, None)
-    assert time.monotonic() - began < 5
+    assert time.monotonic() - began < 10
     steps = store.steps()
     assert steps == sorted(steps, key=ORDER.index), steps
     for step in (
@@ -426,7 +434,7 @@ async def test_events_carry_the_progress_between_polls(
     download_s = SIZE / 128_000
     polls = download_s / timeouts.poll_s + 1
     assert len({p for p in store.percentages() if 0 < p < 100}) > 2 * polls
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < 6
 
 
 async def test_progress_follows_the_device_not_the_server(
@@ -509,7 +517,7 @@ async def test_a_long_stall_is_aborted(start_sim: StartSim, image_server: ImageS
     began = time.monotonic()
     record = await job_for(sim, source, Store(), timeouts=timeouts).run()
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.STALLED)
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < timeouts.stall_s + SLACK_S
     assert 0 < record.bytes_written <= 16_384
     assert record.message is not None
     assert "aborted" in record.message
@@ -587,7 +595,7 @@ async def test_a_device_that_never_comes_back(
     ).run()
     elapsed = time.monotonic() - began
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.NOT_BACK)
-    assert 0.4 <= elapsed < 2
+    assert timeouts.reboot_s <= elapsed < timeouts.reboot_s + SLACK_S
     assert record.percentage is None  # finished: no progress bar
 
 
@@ -701,7 +709,7 @@ async def test_an_unreachable_device(start_sim: StartSim, image_server: ImageSer
         sim, Source(image_server, make_image(NEW)), store, timeouts=timeouts
     ).run()
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.DEVICE_UNREACHABLE)
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < timeouts.start_s + SLACK_S
     assert not record.start_sent
     assert sim.starts == []
 
@@ -741,7 +749,7 @@ async def test_a_device_that_accepts_but_never_answers(
         FailureReason.DEVICE_UNREACHABLE,
         "DeviceTimeoutError",
     )
-    assert time.monotonic() - began < 1.5
+    assert time.monotonic() - began < timeouts.start_s + SLACK_S
     assert not record.start_sent
 
 
@@ -807,7 +815,7 @@ async def test_the_whole_job_is_bounded(start_sim: StartSim, image_server: Image
         sim, Source(image_server, make_image(NEW)), Store(), timeouts=timeouts
     ).run()
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.TIMED_OUT)
-    assert time.monotonic() - began < 2.5
+    assert time.monotonic() - began < timeouts.total_s + SLACK_S
     assert record.message is not None
     assert "aborted" in record.message
     assert (await sim.client.ota_status()).state is OtaState.ABORTED
@@ -1004,7 +1012,7 @@ async def test_resume_before_the_confirm_of_a_device_gone(
     began = time.monotonic()
     record, _ = await resume(sim, source, store.last, timeouts)
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.DEVICE_UNREACHABLE)
-    assert time.monotonic() - began < 1.5
+    assert time.monotonic() - began < timeouts.confirm_s + SLACK_S
 
 
 async def test_resume_after_the_confirm(start_sim: StartSim, image_server: ImageServer) -> None:
@@ -1109,12 +1117,14 @@ async def test_a_start_whose_answer_is_lost(
 
     async def late_answer(request: OtaRequest) -> str:
         ota_id = await counted_start(request)
-        await asyncio.sleep(0.3)  # the client has given up by now
+        await asyncio.sleep(1.0)  # the client has given up by now
         return ota_id
 
     monkeypatch.setattr(sim.device, "start_ota", late_answer)
-    sim.client = sim.client_with(timeout=0.2)
-    record = await job_for(sim, Source(image_server, make_image(NEW)), Store()).run()
+    sim.client = sim.client_with(timeout=0.5)
+    record = await job_for(
+        sim, Source(image_server, make_image(NEW)), Store(), timeouts=PATIENT_START
+    ).run()
     assert record.step is UpdateStep.SUCCEEDED, record
     assert len(sim.starts) == 1
     await assert_runs_new_firmware(sim)
@@ -1131,13 +1141,15 @@ async def test_a_start_lost_on_the_way_is_sent_again(
     async def lose_the_first(request: OtaRequest) -> str:
         if len(sim.starts) == 0:
             sim.starts.append(request)
-            await asyncio.sleep(0.3)  # no answer before the client gives up
+            await asyncio.sleep(1.0)  # no answer before the client gives up
             raise SimRefusedError("ESP_FAIL", "the request was lost")
         return await counted_start(request)
 
     monkeypatch.setattr(sim.device, "start_ota", lose_the_first)
-    sim.client = sim.client_with(timeout=0.15)
-    record = await job_for(sim, Source(image_server, make_image(NEW)), Store()).run()
+    sim.client = sim.client_with(timeout=0.5)
+    record = await job_for(
+        sim, Source(image_server, make_image(NEW)), Store(), timeouts=PATIENT_START
+    ).run()
     assert record.step is UpdateStep.SUCCEEDED, record
     assert len(sim.starts) == 2  # the lost one and the one that started the job
     assert (await sim.client.ota_status()).ota_id == record.ota_id
@@ -1158,7 +1170,7 @@ async def test_power_lost_for_good(start_sim: StartSim, image_server: ImageServe
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.DEVICE_UNREACHABLE)
     assert record.message is not None
     assert "during the download" in record.message
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < timeouts.reboot_s + SLACK_S
 
 
 async def test_timed_out_while_the_device_is_away(
@@ -1176,7 +1188,7 @@ async def test_timed_out_while_the_device_is_away(
         sim, Source(image_server, make_image(NEW)), Store(), timeouts=timeouts
     ).run()
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.TIMED_OUT)
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < timeouts.total_s + timeouts.confirm_s + SLACK_S
 
 
 async def test_back_on_the_slot_it_started_from(
