@@ -4,7 +4,8 @@ An UpdateJob drives a device through one update with a DeviceClient: the image s
 prepares the image (PREPARING), the device is told to pull it (STARTING), its download is
 followed by events and by polling (DOWNLOADING, VERIFYING), its reboot waited for
 (REBOOTING), and the new image checked and confirmed (CONFIRMING). It always ends, within
-JobTimeouts.total_s, in SUCCEEDED, FAILED (with a FailureReason) or ROLLED_BACK.
+JobTimeouts.total_s (and one last look at the device), in SUCCEEDED, FAILED (with a
+FailureReason) or ROLLED_BACK.
 
 Everything the job needs to go on after the process running it restarted is in its
 UpdateJobRecord, which the caller stores whenever `on_change` is called. A job resumed from
@@ -369,7 +370,7 @@ class JobTimeouts:
     stall_s: float = 60.0  # no progress during the download: abort
     reboot_s: float = 180.0  # from the reboot until the device answers again
     confirm_s: float = 30.0  # confirming and reading the result
-    total_s: float = 3600.0  # the whole job, from record.created_at
+    total_s: float = 3600.0  # the whole job, from record.started_at (leaving QUEUED)
     poll_s: float = 2.0  # polling interval (events come in between)
 
 
