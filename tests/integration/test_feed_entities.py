@@ -42,6 +42,8 @@ from .conftest import (
 )
 
 FIRMWARE = "update.garden_34_56_firmware"
+# The shortened feed interval (an hour in use).
+INTERVAL = timedelta(seconds=3)
 
 
 def titled(sim: SimDevice, title: str, **options: str) -> MockConfigEntry:
@@ -80,7 +82,7 @@ async def test_every_entry_shares_one_feed_request_per_interval(
     fire every TLS handshake and read timeout of the devices' connections."""
     sims = [await start_device() for _ in range(3)]
     entries = [titled(sim, f"garden {i}", feed_url=feed_server.url) for i, sim in enumerate(sims)]
-    with patch(f"{feed_coordinator.__name__}.FEED_UPDATE_INTERVAL", timedelta(seconds=1)):
+    with patch(f"{feed_coordinator.__name__}.FEED_UPDATE_INTERVAL", INTERVAL):
         for entry in entries:
             await setup_entry(hass, entry)
     feed = feed_of(entries[0])
@@ -90,7 +92,8 @@ async def test_every_entry_shares_one_feed_request_per_interval(
     assert [offer(hass, entity_id) for entity_id in entity_ids] == [(STATE_ON, "1.1.0")] * 3
 
     await wait_for(lambda: feed_server.feed_requests >= 2)
-    await asyncio.sleep(0.3)  # three coordinators would have asked three times by now
+    # Three coordinators would have asked three times by now; the next interval is far.
+    await asyncio.sleep(INTERVAL.total_seconds() / 4)
     assert feed_server.feed_requests == 2
     assert feed.client.parses == 1  # 304: the copy held is current
     for sim in sims:
