@@ -231,3 +231,83 @@ def test_rules_marked_done_are_backed_by_the_code() -> None:
     }
     wrong = [rule for rule, holds in checks.items() if (status_of(rule) == "done") is not holds]
     assert wrong == [], f"status does not match the code for {wrong}"
+
+
+def flow_reasons() -> dict[str, set[str]]:
+    """Every error and abort reason the flows can show, read from config_flow.py.
+
+    Literal reasons (`errors[...] = "x"`, `ConnectionTestError("x")`, `reason="x"`), and
+    the ones Home Assistant's flow helpers raise for the helpers config_flow.py calls."""
+    source = (INTEGRATION / "config_flow.py").read_text()
+    found: dict[str, set[str]] = {"config.error": set(), "options.error": set()}
+    found["config.abort"] = set()
+    for cls in ast.walk(ast.parse(source)):
+        if not isinstance(cls, ast.ClassDef) or not cls.name.endswith("Flow"):
+            continue
+        kind = "options" if "Options" in cls.name else "config"
+        for node in ast.walk(cls):
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+                target = node.targets[0]
+                if isinstance(target, ast.Subscript) and ast.unparse(target.value) == "errors":
+                    found[f"{kind}.error"].add(str(node.value.value))
+            elif isinstance(node, ast.Call):
+                name = ast.unparse(node.func)
+                if name == "ConnectionTestError" and isinstance(node.args[0], ast.Constant):
+                    found["config.error"].add(str(node.args[0].value))
+                if name == "self.async_set_unique_id" and not any(
+                    keyword.arg == "raise_on_progress" for keyword in node.keywords
+                ):
+                    found["config.abort"].add("already_in_progress")  # a second discovery
+                found[f"{kind}.abort"] = found.get(f"{kind}.abort", set()) | {
+                    str(keyword.value.value)
+                    for keyword in node.keywords
+                    if keyword.arg == "reason" and isinstance(keyword.value, ast.Constant)
+                }
+    helpers = {
+        "_abort_if_unique_id_configured": "already_configured",
+        "_get_reauth_entry": "reauth_successful",
+        "_get_reconfigure_entry": "reconfigure_successful",
+    }
+    for call, reason in helpers.items():
+        if call in source:
+            found["config.abort"].add(reason)
+    return found
+
+
+FLOW_REASONS = sorted(
+    (section, reason) for section, reasons in flow_reasons().items() for reason in reasons
+)
+
+
+@pytest.mark.parametrize(
+    ("section", "reason"),
+    [
+        pytest.param(
+            section,
+            reason,
+            marks=pytest.mark.xfail(
+                strict=True, reason="strings.json has no config.abort.already_in_progress yet"
+            ),
+        )
+        if reason == "already_in_progress"
+        else (section, reason)
+        for section, reason in FLOW_REASONS
+    ],
+)
+def test_every_flow_error_and_abort_is_translated(section: str, reason: str) -> None:
+    """config-flow: the user reads a sentence, not a key, for every error and abort."""
+    strings = load_json("strings.json")
+    translations = load_json("translations/en.json")
+    flow, kind = section.split(".")
+    assert reason in strings[flow][kind], f"{section}.{reason} missing in strings.json"
+    assert translations[flow][kind][reason] == strings[flow][kind][reason]
+
+
+def test_the_reasons_are_found() -> None:
+    """The scan above finds the reasons it should (so the parametrized test tests)."""
+    reasons = flow_reasons()
+    assert {"cannot_connect", "invalid_auth", "cert_mismatch", "invalid_host"} <= reasons[
+        "config.error"
+    ]
+    assert {"invalid_feed_url", "invalid_public_key"} <= reasons["options.error"]
+    assert {"wrong_device", "unsupported_device", "already_configured"} <= reasons["config.abort"]
