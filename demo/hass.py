@@ -138,19 +138,41 @@ def prepare_config_dir(config_dir: Path, port: int, repo_root: Path) -> None:
     link.symlink_to(target, target_is_directory=True)
 
 
-def frontend_installed() -> bool:
-    """True when the frontend's package (home-assistant-frontend) is in this venv."""
-    return importlib.util.find_spec("hass_frontend") is not None
+# What the frontend needs importable beyond the test venv: the frontend itself, and what
+# the services list (helpers.service imports ai_task, assist_satellite, camera, ...) pulls
+# in. Home Assistant's own pins for 2026.10.4; distribution name -> module.
+FRONTEND_PACKAGES: Final = {
+    "home-assistant-frontend==20260930.5": "hass_frontend",
+    "hassil==3.12.1": "hassil",
+    "home-assistant-intents==2026.10.6": "home_assistant_intents",
+    "gazetteer-matcher==1.1.0": "gazetteer_matcher",
+    "mutagen==1.48.1": "mutagen",
+    "ha-ffmpeg==3.2.2": "haffmpeg",
+    "PyTurboJPEG==1.8.3": "turbojpeg",
+    "pymicro-vad==1.0.1": "pymicro_vad",
+    "pyspeex-noise==1.0.2": "pyspeex_noise",
+}
 
 
-def hass_command(config_dir: Path) -> list[str]:
-    """`hass -c <dir>` from this interpreter's venv (what .venv/bin/hass is)."""
+def missing_packages() -> list[str]:
+    """The FRONTEND_PACKAGES this venv lacks (empty: the frontend works offline)."""
+    return [
+        requirement
+        for requirement, module in FRONTEND_PACKAGES.items()
+        if importlib.util.find_spec(module) is None
+    ]
+
+
+def hass_command(config_dir: Path, *, skip_pip: bool) -> list[str]:
+    """`hass -c <dir>` from this interpreter's venv (what .venv/bin/hass is).
+
+    skip_pip: nothing needs installing, so skip the start-up's package checks. Without it
+    Home Assistant installs what the integrations it sets up require (the venv must be
+    writable and PyPI reachable).
+    """
     script = Path(sys.executable).parent / "hass"
     args = ["-c", str(config_dir)]
-    # With the frontend in the venv, nothing the demo loads needs installing: --skip-pip
-    # saves the start-up's package checks. Without it, Home Assistant installs the
-    # frontend itself on first start (the venv must be writable and PyPI reachable).
-    if frontend_installed():
+    if skip_pip:
         args.append("--skip-pip")
     if script.exists():
         return [str(script), *args]
@@ -160,9 +182,10 @@ def hass_command(config_dir: Path) -> list[str]:
 class HassProcess:
     """Home Assistant as a child process in its own process group."""
 
-    def __init__(self, config_dir: Path, console_log: Path) -> None:
+    def __init__(self, config_dir: Path, console_log: Path, *, skip_pip: bool = True) -> None:
         self.config_dir = config_dir
         self.console_log = console_log
+        self.skip_pip = skip_pip
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -182,7 +205,7 @@ class HassProcess:
             # Its own session: Ctrl-C in the terminal reaches the demo only, which then stops
             # Home Assistant itself, in order, and can kill the whole group if it hangs.
             self._process = await asyncio.create_subprocess_exec(
-                *hass_command(self.config_dir),
+                *hass_command(self.config_dir, skip_pip=self.skip_pip),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,

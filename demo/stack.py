@@ -29,7 +29,7 @@ from simulator.pace import Pace
 from .errors import DemoError
 from .feed_server import FeedServer
 from .firmware import PublishedFirmware, build_and_publish
-from .hass import HassApi, HassProcess, Owner, prepare_config_dir
+from .hass import HassApi, HassProcess, Owner, missing_packages, prepare_config_dir
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 # Inside the config folder, beside Home Assistant's own files: what the demo itself keeps.
@@ -170,6 +170,13 @@ class DemoStack:
     async def _start(self) -> DemoInfo:
         options = self.options
         owner = await asyncio.to_thread(self._prepare)
+        if missing := await asyncio.to_thread(missing_packages):
+            # Home Assistant would otherwise serve a frontend stuck at "Loading..."
+            self.hass.skip_pip = False
+            self._report(
+                "demo: not in the venv, so Home Assistant installs them on start (slow; "
+                f"needs PyPI): {' '.join(missing)}"
+            )
         await self.hass.start()
         self._mark("hass_started", f"Home Assistant starting (output: {self.hass.console_log})")
 
