@@ -640,6 +640,43 @@ async def test_a_device_back_on_other_firmware(
     assert (await sim.info()).image_state is ImageState.PENDING_VERIFY
 
 
+def refuse_confirm() -> None:
+    # esp_ota_mark_app_valid_cancel_rollback() can fail (an otadata write error).
+    raise SimRefusedError("ESP_ERR_FLASH_OP_FAIL", "otadata could not be written")
+
+
+def ignore_confirm() -> None:
+    # A firmware bug: it answers ok and marks nothing.
+    return
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (refuse_confirm, "ESP_ERR_FLASH_OP_FAIL", "otadata could not be written"),
+        (ignore_confirm, None, "the image is still pending_verify after the confirm"),
+    ],
+    ids=["refused", "ignored"],
+)
+async def test_a_confirm_that_does_not_take(
+    start_sim: StartSim,
+    image_server: ImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[Callable[[], None], str | None, str],
+) -> None:
+    confirm, error, message = case
+    sim = await start_sim()
+    monkeypatch.setattr(sim.device, "confirm", confirm)
+    record = await job_for(sim, Source(image_server, make_image(NEW)), Store()).run()
+    assert (record.step, record.reason, record.error, record.message) == (
+        UpdateStep.FAILED,
+        FailureReason.CONFIRM_FAILED,
+        error,
+        message,
+    )
+    assert (await sim.info()).image_state is ImageState.PENDING_VERIFY
+
+
 # --- refusals at the start ----------------------------------------------------------------
 
 
