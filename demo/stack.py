@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,6 +162,15 @@ class DemoStack:
 
     def _prepare(self) -> Owner:
         """The folder, configuration.yaml and the owner. Blocking."""
+        # Otherwise whatever holds the port would answer in Home Assistant's place.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", self.options.port))
+            except OSError as err:
+                raise DemoError(
+                    f"port {self.options.port} on 127.0.0.1 is taken ({err.strerror}): "
+                    "stop what uses it or pick another with --port"
+                ) from err
         if self.options.fresh and self.config_dir.exists():
             shutil.rmtree(self.config_dir)
         self.demo_dir.mkdir(parents=True, exist_ok=True)
