@@ -7,6 +7,8 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,20 +16,23 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from custom_components.esp_ota.espota import firmware_server
 from custom_components.esp_ota.espota.certificates import (
     ServerCertificate,
     make_server_certificate,
 )
+from custom_components.esp_ota.espota.feed import Channel, Release
 from custom_components.esp_ota.espota.firmware_server import (
     FirmwareServer,
     Grant,
     parse_range,
 )
-from custom_components.esp_ota.espota.firmware_store import StoredImage
+from custom_components.esp_ota.espota.firmware_store import FirmwareStore, StoredImage
 from custom_components.esp_ota.espota.image import parse_image
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.selection import DeviceFirmware
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.esp_err import ESP_ERR_NOT_SUPPORTED, ESP_FAIL
 from simulator.https_ota import OtaConfig
@@ -671,3 +676,80 @@ async def test_any_chunk_size_serves_the_same_bytes(
         assert server.bytes_served(grant.token) == 100999
     finally:
         await server.close()
+
+
+# --- no file I/O in the event loop --------------------------------------------------------
+
+_FILE_EVENTS = frozenset(
+    {"open", "os.remove", "os.rename", "os.scandir", "os.listdir", "os.mkdir", "os.utime"}
+)
+_loop_file_events: list[tuple[str, str]] | None = None
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if (
+        _loop_file_events is not None
+        and event in _FILE_EVENTS
+        and threading.current_thread() is threading.main_thread()
+    ):
+        target = str(args[0]) if args else ""
+        # asyncio's debug mode (on in these tests) reads sources for task tracebacks.
+        if not target.endswith(".py"):
+            _loop_file_events.append((event, target))
+
+
+async def test_no_file_io_in_the_event_loop(
+    server: FirmwareServer, tmp_path: Path, fetch: Fetch, socket_enabled: None
+) -> None:
+    """Home Assistant flags blocking calls in its loop: fetching (download, cached reuse,
+    eviction) and serving open, rename, list and delete files only in worker threads."""
+    global _loop_file_events  # noqa: PLW0603 - an audit hook cannot be removed, only muted
+    release_app = web.Application()
+    data = [build_app_image(project=PROJECT, version="1.1.0", seed=n) for n in range(3)]
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=data[int(request.match_info["n"])])
+
+    release_app.router.add_get("/{n}.bin", serve)
+    runner = web.AppRunner(release_app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    device = DeviceFirmware(
+        project=PROJECT, chip="esp32", chip_revision=301, version="1.0.0", secure_version=0
+    )
+    releases = [
+        Release(
+            project=PROJECT,
+            chip="esp32",
+            version="1.1.0",
+            channel=Channel.STABLE,
+            url=f"{base}/{n}.bin",
+            size=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+            md5=None,
+            secure_version=0,
+            min_chip_rev=None,
+            max_chip_rev=None,
+            summary=None,
+            release_notes_url=None,
+            published=None,
+        )
+        for n, body in enumerate(data)
+    ]
+    sys.addaudithook(_audit)
+    try:
+        async with aiohttp.ClientSession() as session:
+            store = FirmwareStore(tmp_path / "store", session, max_bytes=2 * len(data[0]))
+            _loop_file_events = []
+            stored = [await store.fetch(release, device) for release in releases]  # evicts
+            again = await store.fetch(releases[2], device)  # cached: re-hashed
+            grant = server.grant(again, device_id="d", ttl_s=60)
+            status, _, body = await fetch(grant, range_="bytes=1000-")
+            events, _loop_file_events = _loop_file_events, None
+    finally:
+        _loop_file_events = None
+        await runner.cleanup()
+    assert (status, body) == (206, data[2][1000:])
+    assert not stored[0].path.exists()  # the eviction did happen
+    assert events == [], "\n".join(map(str, events))

@@ -303,11 +303,8 @@ class FirmwareStore:
 
     async def _download(self, release: Release, device: DeviceFirmware) -> StoredImage:
         limit = release.size if release.size is not None else self.max_bytes
-        descriptor, name = await asyncio.to_thread(
-            tempfile.mkstemp, prefix=_PARTIAL_PREFIX, dir=self.folder
-        )
-        temporary = Path(name)
-        download = _Download(os.fdopen(descriptor, "wb"), release.sha256 is None)
+        file, temporary = await asyncio.to_thread(self._temporary_file)
+        download = _Download(file, release.sha256 is None)
         try:
             info = await self._stream(release, download, limit)
             self._check_integrity(release, info, download)
@@ -327,6 +324,10 @@ class FirmwareStore:
         )
         await self._evict(keep=info.file_sha256)
         return StoredImage(path=final, sha256=info.file_sha256, size=info.file_size, info=info)
+
+    def _temporary_file(self) -> tuple[BinaryIO, Path]:
+        descriptor, name = tempfile.mkstemp(prefix=_PARTIAL_PREFIX, dir=self.folder)
+        return os.fdopen(descriptor, "wb"), Path(name)
 
     async def _stream(self, release: Release, download: _Download, limit: int) -> ImageInfo:
         url = release.url
