@@ -234,6 +234,8 @@ async def run(count: int, profile: Path | None) -> None:
         await feed.stop()
         await fleet.stop()
     report(count, fleet_s, figures)
+    if figures.feed_requests != 1:
+        raise SystemExit(f"expected one feed request for {count} entries")
     if profiler and profile:
         profiler.dump_stats(profile)
         print(f"profile written to {profile}; top functions by own time:")
