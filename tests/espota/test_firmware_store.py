@@ -591,6 +591,24 @@ async def test_least_recently_used_images_are_evicted_within_the_bound(
     )
 
 
+async def test_a_smaller_bound_after_a_restart_evicts_the_oldest(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    releases = []
+    for index in range(3):
+        data = image(seed=index)
+        releases.append(release_for(release_server.add(f"{index}.bin", data), data))
+    first_run = FirmwareStore(tmp_path, session, max_bytes=3 * SIZE)
+    for release in releases:
+        await first_run.fetch(release, DEVICE)
+    await first_run.fetch(releases[0], DEVICE)  # 1 is now the oldest use, then 2
+    second_run = FirmwareStore(tmp_path, session, max_bytes=2 * SIZE)
+    await second_run.fetch(releases[0], DEVICE)
+    assert second_run.cached() == [releases[2].sha256, releases[0].sha256]
+    assert len(release_server.requests) == 3  # nothing downloaded again
+    assert len(leftovers(tmp_path)) == 2
+
+
 async def test_pinned_images_are_never_evicted(
     tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
 ) -> None:

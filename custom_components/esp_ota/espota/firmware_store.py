@@ -242,6 +242,7 @@ class FirmwareStore:
             for sha256, size in found:
                 self._entries.setdefault(sha256, size)
             self._loaded = True
+            await self._evict(keep="")  # an earlier run may have had a larger bound
 
     def _scan(self) -> list[tuple[str, int]]:
         self.folder.mkdir(parents=True, exist_ok=True)
