@@ -183,6 +183,23 @@ def test_exceptions_and_issues_are_translated() -> None:
     assert issues - set(strings["issues"]) == set()
 
 
+def test_install_failures_and_their_repairs_are_translated() -> None:
+    """action-exceptions: the install's failures, whose keys are made from the job's reason."""
+    assert status_of("action-exceptions") == "done"
+    from custom_components.esp_ota.espota.update_job import FailureReason
+    from custom_components.esp_ota.installer import NOT_BACK_ISSUE, ROLLED_BACK_ISSUE
+
+    strings = load_json("strings.json")
+    missing = [
+        f"install_{reason.value}"
+        for reason in FailureReason
+        if f"install_{reason.value}" not in strings["exceptions"]
+    ]
+    assert missing == []
+    assert "install_running" in strings["exceptions"]
+    assert {ROLLED_BACK_ISSUE, NOT_BACK_ISSUE} <= set(strings["issues"])
+
+
 def test_entities_are_translated_and_have_icons() -> None:
     """entity-translations, icon-translations: names, states and icons for every entity."""
     from custom_components.esp_ota.sensor import SENSORS
