@@ -58,7 +58,7 @@ from tests.simulator.firmware_server import make_certificate
 SECRET = "device-secret-for-tests"
 PROJECT = "garden"
 OLD, NEW = "1.0.0", "2.0.0"
-SIZE = 64 * 1024
+SIZE = 32 * 1024
 FAST = JobTimeouts(start_s=1.0, stall_s=2.0, reboot_s=3.0, confirm_s=2.0, total_s=20.0, poll_s=0.05)
 # For a client with a short timeout: room for the retries after a lost answer.
 PATIENT_START = JobTimeouts(
@@ -542,7 +542,7 @@ async def test_power_loss_mid_write(start_sim: StartSim, image_server: ImageServ
     follows it through the reboot and reports the device's own error, not a hang."""
     sim = await start_sim(reboot_time_s=0.3)
     sim.device.faults.slow_link_bytes_per_s = 200_000
-    sim.device.faults.power_loss_at_byte = 32_768
+    sim.device.faults.power_loss_at_byte = 16_384
     record = await job_for(sim, Source(image_server, make_image(NEW)), Store()).run()
     assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.DOWNLOAD_FAILED)
     assert record.error == "ESP_FAIL"
@@ -963,7 +963,7 @@ async def test_resume_when_the_download_failed_meanwhile(
     or rebooting, the device's last_ota tells, with its error."""
     sim = await start_sim()
     sim.device.faults.slow_link_bytes_per_s = 200_000
-    sim.device.faults.corrupt_at_byte = 40_000
+    sim.device.faults.corrupt_at_byte = 20_000
     source = Source(image_server, make_image(NEW))
     store = Store(stop_when=lambda r: r.step is UpdateStep.DOWNLOADING)
     await run_until_restart(job_for(sim, source, store))
@@ -1154,11 +1154,11 @@ async def test_a_start_whose_answer_is_lost(
 
     async def late_answer(request: OtaRequest) -> str:
         ota_id = await counted_start(request)
-        await asyncio.sleep(1.0)  # the client has given up by now
+        await asyncio.sleep(0.6)  # the client has given up by now
         return ota_id
 
     monkeypatch.setattr(sim.device, "start_ota", late_answer)
-    sim.client = sim.client_with(timeout=0.5)
+    sim.client = sim.client_with(timeout=0.3)
     record = await job_for(
         sim, Source(image_server, make_image(NEW)), Store(), timeouts=PATIENT_START
     ).run()
@@ -1178,12 +1178,12 @@ async def test_a_start_lost_on_the_way_is_sent_again(
     async def lose_the_first(request: OtaRequest) -> str:
         if len(sim.starts) == 0:
             sim.starts.append(request)
-            await asyncio.sleep(1.0)  # no answer before the client gives up
+            await asyncio.sleep(0.6)  # no answer before the client gives up
             raise SimRefusedError("ESP_FAIL", "the request was lost")
         return await counted_start(request)
 
     monkeypatch.setattr(sim.device, "start_ota", lose_the_first)
-    sim.client = sim.client_with(timeout=0.5)
+    sim.client = sim.client_with(timeout=0.3)
     record = await job_for(
         sim, Source(image_server, make_image(NEW)), Store(), timeouts=PATIENT_START
     ).run()
@@ -1196,7 +1196,7 @@ async def test_power_lost_for_good(start_sim: StartSim, image_server: ImageServe
     """Gone mid-download and not back within reboot_s: DEVICE_UNREACHABLE, in time."""
     sim = await start_sim()
     sim.device.faults.slow_link_bytes_per_s = 200_000
-    sim.device.faults.power_loss_at_byte = 16_384
+    sim.device.faults.power_loss_at_byte = 8_192
     sim.device.faults.never_come_back = True
     timeouts = JobTimeouts(
         start_s=1, stall_s=0.3, reboot_s=0.4, confirm_s=1, total_s=10, poll_s=0.05
