@@ -2,34 +2,41 @@
 aiohttp static-file server over TLS: time, bytes/s, peak RSS growth, worst event-loop lag.
 
 Run from the repository root: .venv/bin/python -m benchmarks.bench_install [--count N]
-    [--size-mib N] [--profile out.prof]
-Everything runs in this one process, on 127.0.0.1: a fleet of simulated devices
-(simulator/fleet.py, unthrottled, instant reboots, the 16 MB partition table with 7 MiB OTA
-slots), an http feed server listing one release (a 4 MiB image built with
-espota.image_builder), and for the second phase a real Home Assistant core (as in
-bench_ha_startup.py) with one esp_ota entry per device on that feed, max_parallel_installs =
-the device count, and its firmware server on 127.0.0.1, any free port.
+    [--size-mib N] [--fleet-process] [--profile out.prof]
+On 127.0.0.1: a fleet of simulated devices (simulator/fleet.py, unthrottled, instant
+reboots, the 16 MB partition table with 7 MiB OTA slots), an http feed server listing one
+release (a 4 MiB image built with espota.image_builder), and for the second phase a real
+Home Assistant core (as in bench_ha_startup.py) with one esp_ota entry per device on that
+feed, max_parallel_installs = the device count, and its firmware server on 127.0.0.1, any
+free port. By default everything runs in this one process, so the devices' own work (TLS,
+flash writes, image checks, their event streams) shares the event loop, the CPU and the
+RSS with what is measured; --fleet-process runs the fleet in a child process
+(`python -m simulator`) instead, so the figures are the server's (or Home Assistant's)
+alone, as bench_firmware_server.py measures its clients.
 
 1. Baseline, no Home Assistant: the same image, as a file, from aiohttp's web.FileResponse
    over TLS (a self-signed certificate the devices pin); each device is told to pull it
-   through the simulator's own API (SimulatedDevice.start_ota). Ends when every device runs
-   the new image (pending_verify; the baseline confirms nothing). A reboot without a
-   confirm then rolls every device back to the factory image (bootloader rollback), so the
-   same devices can take the same image again.
+   directly (SimulatedDevice.start_ota, or POST /api/v1/ota with --fleet-process). Ends
+   when every device runs the new image (pending_verify: the baseline confirms nothing). A
+   reboot without a confirm then rolls every device back to the factory image (the
+   bootloader's rollback), so the same devices can take the same image again.
 2. Home Assistant: update.install on every update entity at once (blocking service calls,
-   gathered). Ends when every call has returned, each device's installed_version is the new
-   version and the device runs it confirmed valid. The first install fetches the image from
-   the feed into Home Assistant's cache (one download and verification for all devices):
-   that time is reported separately (from the feed server's side).
+   gathered). Ends when every call has returned; then each entity's installed_version must
+   be the new version and each device must run it, confirmed valid. The first install
+   fetches the image from the feed into Home Assistant's cache (one download and
+   verification for all devices): that time is reported separately (the feed server's
+   image request to its last byte).
 
 Figures, the same for both phases:
-- total: from the first start request (baseline) or the service calls (Home Assistant) to
-  the end described above;
-- download phase and bytes/s: from the devices' progress (bytes written to flash, read from
-  every device each tick): from the first byte any device wrote to the moment the last
-  device had written the whole image; bytes/s = devices x image size / that span;
+- total: from the start requests (baseline) or the service calls (Home Assistant) to the
+  end described above;
+- download phase and bytes/s: in one process from the devices' progress (bytes written to
+  flash, read from every device each tick), first byte written by any device to the last
+  device having written the whole image; with --fleet-process from the servers' side
+  (FirmwareServer.bytes_served of each grant; for FileResponse when its first response
+  began and its last one was sent); bytes/s = devices x image size / that span;
 - peak RSS growth: VmRSS (/proc/self/status) sampled each tick, peak minus the value at the
-  phase's start (this process holds the devices too: their flash is part of it);
+  phase's start;
 - worst event-loop lag: a ticker sleeps 10 ms and records the worst overshoot.
 Targets: Home Assistant's bytes/s at least 0.8 of the baseline's, peak RSS growth under
 32 MB, worst lag under 100 ms. Exit status 1 when one is missed.
@@ -39,20 +46,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import hashlib
 import json
 import logging
 import pstats
+import signal
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from unittest.mock import patch
 
+import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from aiohttp.resolver import AsyncResolver
 from homeassistant import loader
 from homeassistant.components.update.const import ATTR_INSTALLED_VERSION, SERVICE_INSTALL
@@ -80,10 +93,11 @@ from custom_components.esp_ota.const import (
     DOMAIN,
 )
 from custom_components.esp_ota.espota.certificates import make_server_certificate
+from custom_components.esp_ota.espota.device_client import DeviceClient, DeviceError
 from custom_components.esp_ota.espota.image_builder import build_app_image
-from simulator.device import SimulatedDevice
+from custom_components.esp_ota.firmware import FIRMWARE_SERVICE
 from simulator.fleet import Fleet, FleetDevice, FleetOptions
-from simulator.model import ImageState, OtaRequest, OtaState
+from simulator.model import OtaRequest, OtaState
 from simulator.pace import Pace
 from simulator.partitions import PartitionScheme
 
@@ -96,6 +110,10 @@ TARGET_RATIO = 0.8
 TARGET_RSS_MB = 32.0  # MB as the issue says: 10**6 bytes
 TARGET_LAG_S = 0.100
 PHASE_LIMIT_S = 600.0
+STATE_POLL_S = 0.1
+
+# Per device: bytes of the phase's image delivered so far, None while not started.
+type Progress = Callable[[], list[int | None]]
 
 
 def rss_kib() -> int:
@@ -110,40 +128,29 @@ def rss_kib() -> int:
 class Watch:
     """Each tick: the loop's lag, RSS, and every device's progress on the new image."""
 
-    devices: list[SimulatedDevice]
+    progress: Progress
+    count: int
     size: int
     started: float = field(default_factory=time.perf_counter)
     start_rss_kib: int = field(default_factory=rss_kib)
     peak_rss_kib: int = 0
     worst_lag_s: float = 0.0
-    first_start: float | None = None  # a device began an OTA to the new version
-    first_byte: float | None = None  # a device wrote the first byte of it
-    done_at: dict[int, float] = field(default_factory=dict)  # device index -> all written
+    first_start: float | None = None  # a device began the download
+    first_byte: float | None = None  # the first byte of it was delivered
+    done_at: dict[int, float] = field(default_factory=dict)  # device index -> all delivered
     running: bool = True
-    # The job each device showed before the phase (an earlier phase's, finished).
-    earlier_ota_ids: list[str | None] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.earlier_ota_ids = [device.ota_status().ota_id for device in self.devices]
 
     def sample(self) -> None:
         now = time.perf_counter()
         self.peak_rss_kib = max(self.peak_rss_kib, rss_kib())
-        for index, device in enumerate(self.devices):
-            if index in self.done_at:
-                continue
-            status = device.ota_status()
-            if (
-                status.ota_id == self.earlier_ota_ids[index]
-                or status.target_version != NEW
-                or status.state is OtaState.IDLE
-            ):
+        for index, delivered in enumerate(self.progress()):
+            if delivered is None or index in self.done_at:
                 continue
             if self.first_start is None:
                 self.first_start = now
-            if status.bytes_written > 0 and self.first_byte is None:
+            if delivered > 0 and self.first_byte is None:
                 self.first_byte = now
-            if status.bytes_written >= self.size:
+            if delivered >= self.size:
                 self.done_at[index] = now
 
     async def tick(self) -> None:
@@ -161,6 +168,8 @@ class Phase:
     """What one phase measured (seconds from the phase's start)."""
 
     name: str
+    finished: int  # devices that received the whole image
+    count: int
     total_s: float
     first_start_s: float
     first_byte_s: float
@@ -178,25 +187,31 @@ class Phase:
     def of(cls, name: str, watch: Watch, ended: float) -> Phase:
         if watch.first_start is None or watch.first_byte is None:
             raise RuntimeError(f"{name}: no device downloaded anything")
-        if len(watch.done_at) != len(watch.devices):
-            raise RuntimeError(f"{name}: {len(watch.done_at)} of {len(watch.devices)} finished")
+        if not watch.done_at:
+            raise RuntimeError(f"{name}: no device received the whole image")
         return cls(
             name=name,
+            finished=len(watch.done_at),
+            count=watch.count,
             total_s=ended - watch.started,
             first_start_s=watch.first_start - watch.started,
             first_byte_s=watch.first_byte - watch.started,
             download_s=max(watch.done_at.values()) - watch.first_byte,
-            total_bytes=len(watch.devices) * watch.size,
+            total_bytes=len(watch.done_at) * watch.size,
             rss_growth_kib=watch.peak_rss_kib - watch.start_rss_kib,
             worst_lag_s=watch.worst_lag_s,
         )
 
 
 async def watched(
-    name: str, devices: list[SimulatedDevice], size: int, run: Callable[[], Any]
+    name: str,
+    progress: Progress,
+    count: int,
+    size: int,
+    run: Callable[[], Coroutine[Any, Any, None]],
 ) -> Phase:
-    """Run `run()` (a coroutine function) under a Watch; the phase's figures."""
-    watch = Watch(devices, size)
+    """Run `run()` under a Watch; the phase's figures."""
+    watch = Watch(progress, count, size)
     ticker = asyncio.create_task(watch.tick())
     try:
         async with asyncio.timeout(PHASE_LIMIT_S):
@@ -212,8 +227,165 @@ async def watched(
 async def wait_until(condition: Callable[[], bool], within_s: float) -> None:
     """Poll `condition` every 5 ms."""
     async with asyncio.timeout(within_s):
-        while not condition():  # noqa: ASYNC110 - device and entity state have no event here
+        while not condition():  # noqa: ASYNC110 - entity state has no event to wait for
             await asyncio.sleep(0.005)
+
+
+# --- the devices: in this process or in a child ------------------------------------------
+
+
+class Devices(Protocol):
+    """The fleet as the phases use it."""
+
+    members: list[FleetDevice]
+
+    async def start_ota(self, request: OtaRequest) -> None:
+        """Have every device pull the image the request names."""
+
+    async def states(self) -> list[tuple[str, str]]:
+        """Every device's (running version, image state); ("", "offline") while away."""
+
+    async def reboot(self) -> None:
+        """Restart every device."""
+
+    def progress(self) -> Progress | None:
+        """From now on: bytes written by each device for a new job (None: not visible)."""
+
+    async def stop(self) -> None:
+        """Stop the fleet."""
+
+
+class InProcessDevices:
+    """The fleet in this process, read and driven through the simulator's own API."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.members = fleet.members
+
+    async def start_ota(self, request: OtaRequest) -> None:
+        await asyncio.gather(*(device.start_ota(request) for device in self.fleet.devices))
+
+    async def states(self) -> list[tuple[str, str]]:
+        out = []
+        for device in self.fleet.devices:
+            if device.online:
+                info = device.info()
+                out.append((info.version, info.image_state.value))
+            else:
+                out.append(("", "offline"))
+        return out
+
+    async def reboot(self) -> None:
+        await asyncio.gather(*(device.reboot() for device in self.fleet.devices))
+
+    def progress(self) -> Progress:
+        devices = self.fleet.devices
+        earlier = [device.ota_status().ota_id for device in devices]  # an earlier phase's
+
+        def written() -> list[int | None]:
+            out: list[int | None] = []
+            for device, before in zip(devices, earlier, strict=True):
+                status = device.ota_status()
+                started = status.ota_id != before and status.state is not OtaState.IDLE
+                out.append(status.bytes_written if started else None)
+            return out
+
+        return written
+
+    async def stop(self) -> None:
+        await self.fleet.stop()
+
+
+class ChildProcessDevices:
+    """The fleet in a child process (`python -m simulator`), over its HTTPS API."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        members: list[FleetDevice],
+        session: aiohttp.ClientSession,
+    ) -> None:
+        self.process = process
+        self.members = members
+        self.session = session
+        self.clients = [
+            DeviceClient(session, m.host, m.port, m.secret, cert_fingerprint=m.cert_fingerprint)
+            for m in members
+        ]
+
+    @classmethod
+    async def start(cls, count: int, folder: Path) -> ChildProcessDevices:
+        listing = folder / "fleet.json"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "simulator",
+            *("--count", str(count), "--project", PROJECT, "--chip", CHIP),
+            *("--version", FACTORY, "--pace", Pace.UNTHROTTLED.value, "--reboot-time", "0"),
+            *("--partition-table", PartitionScheme.LARGE_OTA_16MB.value),
+            *("--json", str(listing)),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        async with asyncio.timeout(120):
+            while b"running" not in await process.stdout.readline():
+                if process.returncode is not None:
+                    raise RuntimeError("the simulator did not start")
+        # Drain what it prints from now on, so it never blocks on a full pipe.
+        asyncio.get_running_loop().create_task(process.stdout.read())
+        document = json.loads(await asyncio.to_thread(listing.read_text))
+        members = [FleetDevice(**member) for member in document]
+        return cls(process, members, aiohttp.ClientSession())
+
+    async def start_ota(self, request: OtaRequest) -> None:
+        await asyncio.gather(
+            *(
+                client.start_ota(
+                    url=request.url,
+                    sha256=request.sha256,
+                    size=request.size,
+                    version=request.version,
+                    cert_pem=request.cert_pem,
+                    headers=request.headers,
+                )
+                for client in self.clients
+            )
+        )
+
+    async def states(self) -> list[tuple[str, str]]:
+        async def one(client: DeviceClient) -> tuple[str, str]:
+            try:
+                info = await client.info()
+            except DeviceError:
+                return "", "offline"
+            return info.version, info.image_state.value
+
+        return list(await asyncio.gather(*(one(client) for client in self.clients)))
+
+    async def reboot(self) -> None:
+        await asyncio.gather(*(client.reboot() for client in self.clients))
+
+    def progress(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.session.close()
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            await self.process.wait()
+
+
+async def wait_for_states(
+    devices: Devices, version: str, image_state: str | None, within_s: float
+) -> None:
+    """Poll the devices until each one runs `version` (in `image_state`, if given)."""
+    async with asyncio.timeout(within_s):
+        while not all(  # noqa: ASYNC110 - the devices' state is only there to be read
+            running == version and image_state in (None, state)
+            for running, state in await devices.states()
+        ):
+            await asyncio.sleep(STATE_POLL_S)
 
 
 # --- the feed ---------------------------------------------------------------------------
@@ -276,15 +448,34 @@ class FeedServer:
 # --- phase 1: a bare static-file server --------------------------------------------------
 
 
-async def baseline(devices: list[SimulatedDevice], image: bytes, folder: Path) -> Phase:
+async def baseline(devices: Devices, image: bytes, folder: Path) -> Phase:
     """Every device pulls the image from web.FileResponse over TLS, started directly."""
     path = folder / "firmware.bin"
     await asyncio.to_thread(path.write_bytes, image)
     certificate = await asyncio.to_thread(make_server_certificate, ["127.0.0.1"])
     context = await asyncio.to_thread(certificate.ssl_context)
+    began: list[float] = []  # a response started
+    sent: list[float] = []  # a response's last byte went out
+
+    class TimedFileResponse(web.FileResponse):
+        """web.FileResponse, noting when it starts and when it has sent the file."""
+
+        async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+            if self.prepared:  # aiohttp prepares a returned response again: a no-op
+                return None
+            began.append(time.perf_counter())
+            writer = await super().prepare(request)
+            sent.append(time.perf_counter())
+            return writer
 
     async def static(_request: web.Request) -> web.FileResponse:
-        return web.FileResponse(path)
+        return TimedFileResponse(path)
+
+    def served() -> list[int | None]:
+        # FileResponse counts nothing while it sends: started (1 byte) or done.
+        count = len(devices.members)
+        done, started = len(sent), len(began) - len(sent)
+        return [len(image)] * done + [1] * started + [None] * (count - done - started)
 
     app = web.Application()
     app.router.add_get("/firmware.bin", static)
@@ -299,33 +490,22 @@ async def baseline(devices: list[SimulatedDevice], image: bytes, folder: Path) -
         cert_pem=certificate.cert_pem,
     )
 
-    def all_running_it() -> bool:
-        return all(
-            device.online
-            and device.info().version == NEW
-            and device.info().image_state is ImageState.PENDING_VERIFY
-            for device in devices
-        )
-
     async def run() -> None:
-        await asyncio.gather(*(device.start_ota(request) for device in devices))
-        await wait_until(all_running_it, PHASE_LIMIT_S)
+        await devices.start_ota(request)
+        await wait_for_states(devices, NEW, "pending_verify", PHASE_LIMIT_S)
 
     try:
-        return await watched("FileResponse (TLS)", devices, len(image), run)
+        progress = devices.progress() or served
+        return await watched("FileResponse (TLS)", progress, len(devices.members), len(image), run)
     finally:
         await runner.cleanup()
 
 
-async def roll_back(devices: list[SimulatedDevice]) -> None:
+async def roll_back(devices: Devices) -> None:
     """Reboot without confirming: the bootloader rolls every device back to the factory
     image, and the slot the baseline wrote is free for the next install."""
-    await asyncio.gather(*(device.reboot() for device in devices))
-    await asyncio.gather(*(device.wait_idle(60) for device in devices))
-    await wait_until(lambda: all(device.online for device in devices), 60)
-    versions = {device.info().version for device in devices}
-    if versions != {FACTORY}:
-        raise RuntimeError(f"after the rollback the devices run {versions}")
+    await devices.reboot()
+    await wait_for_states(devices, FACTORY, None, 60)
 
 
 # --- phase 2: through Home Assistant -----------------------------------------------------
@@ -372,12 +552,31 @@ def update_entity_ids(hass: HomeAssistant, entries: list[MockConfigEntry]) -> li
     ]
 
 
+def served_by_home_assistant(hass: HomeAssistant, entries: list[MockConfigEntry]) -> Progress:
+    """Bytes the firmware server has sent each device (its grant's bytes_served)."""
+
+    def served() -> list[int | None]:
+        service = hass.data.get(FIRMWARE_SERVICE)
+        server = service.server if service is not None else None
+        out: list[int | None] = []
+        for entry in entries:
+            record = entry.runtime_data.installer.record
+            token = (record.download or {}).get("token") if record is not None else None
+            if server is None or not isinstance(token, str):
+                out.append(None)
+            else:
+                out.append(server.bytes_served(token))
+        return out
+
+    return served
+
+
 async def through_home_assistant(
-    fleet: Fleet, feed: FeedServer, size: int, profile: Path | None
+    devices: Devices, feed: FeedServer, size: int, profile: Path | None
 ) -> tuple[Phase, float]:
     """Home Assistant installs the release on every device; the phase and the cache fetch
     time (the feed's image request to its last byte sent)."""
-    members, devices = fleet.members, fleet.devices
+    members = devices.members
     count = len(members)
     with tempfile.TemporaryDirectory(prefix="esp-ota-bench-install-") as config_dir:
         async with async_test_home_assistant(config_dir=config_dir) as hass:
@@ -403,8 +602,10 @@ async def through_home_assistant(
                 raise RuntimeError("not every entry loaded")
             entity_ids = update_entity_ids(hass, entries)
 
+            failures: list[BaseException] = []
+
             async def run() -> None:
-                await asyncio.gather(
+                results = await asyncio.gather(
                     *(
                         hass.services.async_call(
                             UPDATE_DOMAIN,
@@ -413,27 +614,33 @@ async def through_home_assistant(
                             blocking=True,
                         )
                         for entity_id in entity_ids
-                    )
+                    ),
+                    return_exceptions=True,
                 )
+                failures.extend(r for r in results if isinstance(r, BaseException))
 
+            progress = devices.progress() or served_by_home_assistant(hass, entries)
             profiler = cProfile.Profile() if profile else None
             if profiler:
                 profiler.enable()
-            phase = await watched("Home Assistant", devices, size, run)
+            phase = await watched("Home Assistant", progress, count, size, run)
             if profiler and profile:
                 profiler.disable()
                 profiler.dump_stats(profile)
-            installed = {
+            installed = [
                 state.attributes.get(ATTR_INSTALLED_VERSION)
                 for entity_id in entity_ids
                 if (state := hass.states.get(entity_id)) is not None
-            }
-            if installed != {NEW}:
-                raise RuntimeError(f"installed versions after the installs: {installed}")
-            for device in devices:
-                info = device.info()
-                if info.version != NEW or info.image_state is not ImageState.VALID:
-                    raise RuntimeError(f"{info.mac}: {info.version} {info.image_state}")
+            ]
+            states = await devices.states()
+            succeeded = sum(state == (NEW, "valid") for state in states)
+            if failures:
+                reasons = Counter(str(failure).split(": ", 1)[-1][:120] for failure in failures)
+                print(f"{len(failures)} of {count} installs FAILED:")
+                for reason, times in reasons.most_common():
+                    print(f"  {times} x {reason}")
+            elif installed.count(NEW) != count or succeeded != count:
+                raise RuntimeError(f"installed {installed}, the devices {states}")
             await hass.async_stop(force=True)
     if len(feed.image_requests) != 1:
         raise RuntimeError(f"the feed's image was asked for {len(feed.image_requests)} times")
@@ -444,13 +651,15 @@ async def through_home_assistant(
 # --- the report --------------------------------------------------------------------------
 
 
-def print_phases(phases: list[Phase], count: int, size: int) -> None:
-    print(f"{count} devices x {size / 2**20:g} MiB, unthrottled, one process, 127.0.0.1")
+def print_phases(phases: list[Phase], count: int, size: int, where: str) -> None:
+    print(f"{count} devices x {size / 2**20:g} MiB, unthrottled, 127.0.0.1, {where}")
     print(
         f"{'':<20} {'total s':>8} {'1st start':>10} {'1st byte':>9} {'download s':>11} "
         f"{'MiB/s':>7} {'RSS +MB':>8} {'max lag ms':>11}"
     )
     for phase in phases:
+        if phase.finished != phase.count:
+            print(f"{phase.name}: only {phase.finished} of {phase.count} received the image")
         print(
             f"{phase.name:<20} {phase.total_s:>8.2f} {phase.first_start_s:>10.2f} "
             f"{phase.first_byte_s:>9.2f} {phase.download_s:>11.2f} {phase.rate / 2**20:>7.1f} "
@@ -478,17 +687,17 @@ def verdicts(ours: Phase, theirs: Phase) -> bool:
             ours.worst_lag_s < TARGET_LAG_S,
         ),
     ]
+    if ours.finished != ours.count:
+        checks.append((f"{ours.count - ours.finished} devices never got the image", False))
     for text, met in checks:
         print(f"  {'met   ' if met else 'MISSED'} {text}")
     return all(met for _, met in checks)
 
 
-async def main(count: int, size: int, profile: Path | None) -> int:
-    """Both phases on the same devices and the same image; exit status 1 if a target is
-    missed."""
-    image = await asyncio.to_thread(
-        build_app_image, project=PROJECT, version=NEW, chip=CHIP, size=size
-    )
+async def start_devices(count: int, child: bool, folder: Path) -> Devices:
+    """The fleet, in this process or in a child."""
+    if child:
+        return await ChildProcessDevices.start(count, folder)
     fleet = Fleet(
         FleetOptions(
             count=count,
@@ -500,33 +709,51 @@ async def main(count: int, size: int, profile: Path | None) -> int:
             partition_table=PartitionScheme.LARGE_OTA_16MB,
         )
     )
-    feed = FeedServer(image)
     await fleet.start()
-    await feed.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="esp-ota-bench-file-") as folder:
-            theirs = await baseline(fleet.devices, image, Path(folder))
-        await roll_back(fleet.devices)
-        # Home Assistant's resolver asks zeroconf (multicast on every interface); every
-        # address here is an IP literal: aiohttp's own resolver, as the plugin's
-        # mock_zeroconf_resolver fixture does.
-        with (
-            patch.object(const, "FIRMWARE_SERVER_HOST", "127.0.0.1"),
-            patch.object(const, "FIRMWARE_SERVER_PORT", 0),
-            patch(
-                "homeassistant.helpers.aiohttp_client._async_make_resolver",
-                return_value=plain_resolver(),
-            ),
-        ):
-            ours, fetch_s = await through_home_assistant(fleet, feed, size, profile)
-    finally:
-        await feed.stop()
-        await fleet.stop()
-    print_phases([theirs, ours], count, size)
-    print(
-        "download phase: from the devices' progress (bytes written to flash), first byte "
-        "of any device to the last device done"
+    return InProcessDevices(fleet)
+
+
+async def main(count: int, size: int, child: bool, profile: Path | None) -> int:
+    """Both phases on the same devices and the same image; exit status 1 if a target is
+    missed."""
+    image = await asyncio.to_thread(
+        build_app_image, project=PROJECT, version=NEW, chip=CHIP, size=size
     )
+    feed = FeedServer(image)
+    with tempfile.TemporaryDirectory(prefix="esp-ota-bench-file-") as folder:
+        devices = await start_devices(count, child, Path(folder))
+        try:
+            await feed.start()
+            theirs = await baseline(devices, image, Path(folder))
+            await roll_back(devices)
+            # Home Assistant's resolver asks zeroconf (multicast on every interface); every
+            # address here is an IP literal: aiohttp's own resolver, as the plugin's
+            # mock_zeroconf_resolver fixture does.
+            with (
+                patch.object(const, "FIRMWARE_SERVER_HOST", "127.0.0.1"),
+                patch.object(const, "FIRMWARE_SERVER_PORT", 0),
+                patch(
+                    "homeassistant.helpers.aiohttp_client._async_make_resolver",
+                    return_value=plain_resolver(),
+                ),
+            ):
+                ours, fetch_s = await through_home_assistant(devices, feed, size, profile)
+        finally:
+            await feed.stop()
+            with contextlib.suppress(TimeoutError):
+                await devices.stop()
+    where = "devices in a child process" if child else "devices in this process"
+    print_phases([theirs, ours], count, size, where)
+    if child:
+        print(
+            "download phase: from the servers' side (FirmwareServer.bytes_served per grant; "
+            "FileResponse's first response begun to its last sent)"
+        )
+    else:
+        print(
+            "download phase: from the devices' progress (bytes written to flash), first "
+            "byte of any device to the last device done"
+        )
     print(
         f"Home Assistant's cache fetch (feed image request to last byte sent, once for all): "
         f"{fetch_s:.2f} s; first device started {ours.first_start_s:.2f} s after the calls"
@@ -543,9 +770,19 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=50)
     parser.add_argument("--size-mib", type=float, default=4.0, help="image size in MiB")
+    parser.add_argument(
+        "--fleet-process", action="store_true", help="run the devices in a child process"
+    )
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the HA phase")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     raise SystemExit(
-        asyncio.run(main(arguments.count, int(arguments.size_mib * 2**20), arguments.profile))
+        asyncio.run(
+            main(
+                arguments.count,
+                int(arguments.size_mib * 2**20),
+                arguments.fleet_process,
+                arguments.profile,
+            )
+        )
     )
