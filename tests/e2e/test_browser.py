@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from demo.firmware import RELEASES
 from demo.stack import DemoDevice, DemoInfo, DemoStack
 from simulator.model import ImageState
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from playwright.async_api import Browser, Locator, Page
 
 PERCENT = re.compile(r"Installing \((\d+)\s*%\)")
+# The in-progress screenshot is taken once the download is at least this far.
+SHOT_PERCENT = 20
 # A 1 MiB image at the realistic pace: about 30 s from the press to the verified boot.
 INSTALL_TIMEOUT_S = 180.0
 
@@ -60,7 +63,8 @@ async def entity_state(info: DemoInfo, entity_id: str) -> dict[str, Any]:
 
 async def watch_percentages(dialog: Locator, until_s: float) -> list[int]:
     """Every percentage the dialog shows, in order, until it has shown two different ones
-    strictly between 0 and 100 (the download visibly under way) or the time is up."""
+    strictly between 0 and 100 (the download visibly under way) and reached SHOT_PERCENT
+    (so the screenshot shows it well under way), or the time is up."""
     label = dialog.get_by_text(PERCENT)
     seen: list[int] = []
     deadline = time.monotonic() + until_s
@@ -70,7 +74,7 @@ async def watch_percentages(dialog: Locator, until_s: float) -> list[int]:
             value = int(match[1])
             if not seen or seen[-1] != value:
                 seen.append(value)
-            if len({v for v in seen if 0 < v < 100}) >= 2:
+            if len({v for v in seen if 0 < v < 100}) >= 2 and value >= SHOT_PERCENT:
                 break
         await asyncio.sleep(0.1)
     return seen
@@ -93,6 +97,9 @@ async def test_install_from_the_browser(
     await log_in(page, info)
     dialog = await open_update(page, info, device)
     await dialog.get_by_text(target, exact=True).first.wait_for()
+    # The release notes (the feed's summary) have loaded: the screenshot shows them.
+    summary = next(r.summary for r in RELEASES if r.version == target)
+    await dialog.get_by_text(summary).wait_for()
     await page.screenshot(path=screenshots / "e2e-1-update-available.png")
 
     install = dialog.get_by_role("button", name=re.compile(r"^(Install|Update)$"))
