@@ -2,7 +2,8 @@
 
 These tests start real Home Assistant and a browser, so they only run when asked:
 `ESP_OTA_E2E=1 .venv/bin/python -m pytest -q tests/e2e`. Without Chromium at
-/usr/bin/chromium or without playwright they skip, saying which is missing.
+/usr/bin/chromium or without playwright they skip, saying which is missing; in CI
+(CI=true), which installs both, they fail instead.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 import pytest
 
@@ -40,15 +41,23 @@ CHROMIUM_FLAGS: Final = (
 E2E_ENV: Final = "ESP_OTA_E2E"
 
 
+def _absent(reason: str) -> NoReturn:
+    """Skip, except in CI (CI=true), which installs both: there a skip would hide that
+    the browser test never ran."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true installs it: the browser test must run there)")
+    pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True)
 def _e2e_only() -> None:
     """Skip unless ESP_OTA_E2E=1, then unless the browser and its driver are here."""
     if os.environ.get(E2E_ENV) != "1":
         pytest.skip(f"browser tests run only with {E2E_ENV}=1 (they start Home Assistant)")
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: apt-get install -y chromium")
+        _absent(f"{CHROMIUM} is absent: apt-get install -y chromium")
     if importlib.util.find_spec("playwright") is None:
-        pytest.skip("playwright is absent: pip install playwright (no browser download)")
+        _absent("playwright is absent: pip install playwright (no browser download)")
 
 
 def free_port() -> int:
