@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from custom_components.esp_ota.espota.image_builder import MIN_IMAGE_SIZE
 from simulator.pace import Pace
 
 from .errors import DemoError
@@ -29,6 +30,7 @@ from .stack import DEFAULT_IMAGE_SIZE, REPO_ROOT, DemoOptions, DemoStack
 # script/demo exports its start time (epoch seconds), so the start-up time printed at the
 # end includes the bootstrap check and Python's imports.
 STARTED_AT_ENV = "DEMO_STARTED_AT"
+MAX_IMAGE_SIZE = 1700 * 1024  # simulator.partitions: advanced_https_ota's ota_0/ota_1
 
 
 def positive_int(text: str) -> int:
@@ -70,6 +72,11 @@ def options_from(args: argparse.Namespace) -> DemoOptions:
     """The parsed command line as DemoOptions."""
     if not 0 <= args.beta_devices <= args.count:
         raise DemoError(f"--beta-devices must be between 0 and --count ({args.count})")
+    if not MIN_IMAGE_SIZE <= args.image_size <= MAX_IMAGE_SIZE or args.image_size % 16:
+        raise DemoError(
+            f"--image-size must be a multiple of 16 from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} "
+            "(what fits the simulator's 1700 KiB app slots)"
+        )
     return DemoOptions(
         config_dir=args.config_dir,
         port=args.port,
