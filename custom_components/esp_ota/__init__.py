@@ -19,7 +19,7 @@ from .const import (
     DOMAIN,
 )
 from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, EspOtaRuntimeData
-from .devices import is_live_device
+from .devices import async_remove_stale_devices, is_live_device
 from .espota.feed import Release
 from .feed_coordinator import (
     FeedCoordinator,
@@ -37,21 +37,21 @@ async def async_setup_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bo
     """Connect to the device, join its feed, resume an interrupted install, follow events."""
     coordinator = EspOtaDeviceCoordinator(hass, entry, client_from_data(hass, dict(entry.data)))
     await coordinator.async_config_entry_first_refresh()
+    async_remove_stale_devices(hass, entry)
     feed = None
     feed_url = entry.options.get(CONF_FEED_URL)
+    # Read once: at unload the options may already hold a new key (an options change
+    # reloads the entry), and the coordinator to release is the one acquired here.
+    public_key = entry.options.get(CONF_FEED_PUBLIC_KEY) or None
     if feed_url:
         try:
-            feed = await async_acquire_feed_coordinator(
-                hass, entry.entry_id, feed_url, entry.options.get(CONF_FEED_PUBLIC_KEY) or None
-            )
+            feed = await async_acquire_feed_coordinator(hass, entry.entry_id, feed_url, public_key)
         except ValueError as err:  # pragma: no cover - the options flow validates the key
             raise ConfigEntryNotReady(
                 translation_domain=DOMAIN, translation_key="invalid_public_key"
             ) from err
         entry.async_on_unload(
-            lambda: async_release_feed_coordinator(
-                hass, entry.entry_id, feed_url, entry.options.get(CONF_FEED_PUBLIC_KEY) or None
-            )
+            lambda: async_release_feed_coordinator(hass, entry.entry_id, feed_url, public_key)
         )
     service = await async_acquire_firmware_service(hass, entry.entry_id)
     service.queue.set_limit(

@@ -18,7 +18,6 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
 from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, OtaPhase
-from .devices import async_remove_stale_devices
 from .entity import EspOtaEntity
 from .espota.device_client import ImageState
 
@@ -141,8 +140,6 @@ async def async_setup_entry(
     async_add_entities: AddConfigEntryEntitiesCallback,
 ) -> None:
     """The sensors of the entry's device."""
-    # The sensor platform is always set up: it also drops devices the entry no longer has.
-    async_remove_stale_devices(hass, entry)
     coordinator = entry.runtime_data.device
     async_add_entities(EspOtaSensor(coordinator, description) for description in SENSORS)
 

@@ -7,7 +7,6 @@ import json
 from datetime import timedelta
 from unittest.mock import patch
 
-import pytest
 from homeassistant.const import STATE_OFF, STATE_ON
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
@@ -244,11 +243,6 @@ async def test_release_notes_of_a_bare_release_and_of_no_release(
         await wait_for_event_stream(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="__init__.py releases the feed under the key in the options at unload time, "
-    "which the options flow has already changed: the old coordinator is never released",
-)
 async def test_changing_the_feed_key_releases_the_old_coordinator(
     hass: HomeAssistant, sim_device: SimDevice, feed_server: FeedServer
 ) -> None:

@@ -296,21 +296,7 @@ FLOW_REASONS = sorted(
 )
 
 
-@pytest.mark.parametrize(
-    ("section", "reason"),
-    [
-        pytest.param(
-            section,
-            reason,
-            marks=pytest.mark.xfail(
-                strict=True, reason="strings.json has no config.abort.already_in_progress yet"
-            ),
-        )
-        if reason == "already_in_progress"
-        else (section, reason)
-        for section, reason in FLOW_REASONS
-    ],
-)
+@pytest.mark.parametrize(("section", "reason"), FLOW_REASONS)
 def test_every_flow_error_and_abort_is_translated(section: str, reason: str) -> None:
     """config-flow: the user reads a sentence, not a key, for every error and abort."""
     strings = load_json("strings.json")
