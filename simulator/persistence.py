@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -64,7 +65,10 @@ class DeviceStore:
             name = sector.digest.hex()
             path = self.sector_dir / f"{name}.bin"
             if not path.exists():
-                temporary = path.with_suffix(f".{os.getpid()}.tmp")
+                # Devices of one fleet share the folder and save from worker threads at
+                # once: each writes its own temporary file (content-addressed, so the
+                # last rename wins with the same bytes).
+                temporary = path.with_suffix(f".{os.getpid()}.{uuid.uuid4().hex}.tmp")
                 temporary.write_bytes(sector.data)
                 temporary.replace(path)
             layout[str(index)] = name

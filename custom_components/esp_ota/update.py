@@ -21,6 +21,7 @@ from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator
 from .entity import EspOtaEntity
 from .espota.feed import Channel, Release
 from .espota.selection import installable_releases, select_release
+from .espota.update_job import UpdateStep
 from .espota.versions import is_newer
 from .feed_coordinator import FeedCoordinator
 from .installer import DeviceInstaller, device_firmware
@@ -127,9 +128,12 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
 
     @property
     def update_percentage(self) -> float | None:
-        """The download's progress while an install runs."""
+        """The download's progress while an install runs; None (an indeterminate bar) once
+        the device reboots and is being verified, so "100 %" does not sit there."""
         record = self._installer.record
         if not self._installer.in_progress or record is None:
+            return None
+        if record.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
             return None
         return record.percentage
 

@@ -223,25 +223,33 @@ async def test_good_update_is_verified_and_confirmed(
     release_server.publish("1.1.0", image_of("1.1.0"))
     sim_device.device.faults.slow_link_bytes_per_s = 192 * 1024
     starts = StartCounter(sim_device)
-    await load(hass, entry_for(sim_device, release_server))
+    entry = entry_for(sim_device, release_server)
+    await load(hass, entry)
     events = finished_events(hass)
     assert state_of(hass, FIRMWARE) == STATE_ON
 
     seen_steps: list[str] = []
     percentages: list[float] = []
     installed_while_running: set[str] = set()
+    after_download: set[float | None] = set()
 
-    def sample() -> None:
+    installer = entry.runtime_data.installer
+
+    def sample(event: Event) -> None:
         step = state_of(hass, OTA_STATE)
         if not seen_steps or seen_steps[-1] != step:
             seen_steps.append(step)
-        if state_attr(hass, FIRMWARE, ATTR_IN_PROGRESS):
-            installed_while_running.add(state_attr(hass, FIRMWARE, ATTR_INSTALLED_VERSION))
-            percentage = state_attr(hass, FIRMWARE, ATTR_UPDATE_PERCENTAGE)
-            if percentage is not None:
-                percentages.append(percentage)
+        if event.data["entity_id"] != FIRMWARE or not state_attr(hass, FIRMWARE, ATTR_IN_PROGRESS):
+            return
+        installed_while_running.add(state_attr(hass, FIRMWARE, ATTR_INSTALLED_VERSION))
+        percentage = state_attr(hass, FIRMWARE, ATTR_UPDATE_PERCENTAGE)
+        assert installer.record is not None  # the step the entity was just written at
+        if installer.record.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
+            after_download.add(percentage)
+        elif percentage is not None:
+            percentages.append(percentage)
 
-    unsubscribe = hass.bus.async_listen("state_changed", callback(lambda _event: sample()))
+    unsubscribe = hass.bus.async_listen("state_changed", callback(sample))
     await install(hass)
     unsubscribe()
 
@@ -251,6 +259,7 @@ async def test_good_update_is_verified_and_confirmed(
     assert installed_while_running == {"1.0.0"}
     assert percentages == sorted(percentages)
     assert any(0 < value < 100 for value in percentages), (percentages, seen_steps)
+    assert after_download == {None}  # an indeterminate bar while it reboots, not "100 %"
     for step in ("preparing", "downloading", "rebooting", "confirming"):
         assert step in seen_steps, seen_steps
     assert seen_steps[-1] == "succeeded"
