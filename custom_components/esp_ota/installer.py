@@ -258,7 +258,7 @@ class DeviceInstaller:
         )
         firmware = device_firmware(self.coordinator)
         source = HomeAssistantImageSource(
-            self, lambda: self._release_lookup(record.to_version, record.sha256), firmware
+            self, lambda: self._release_lookup(record.to_version, record.sha256 or None), firmware
         )
         await source.rearm(record)
         self._start(record, source)

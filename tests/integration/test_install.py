@@ -77,6 +77,7 @@ class ReleaseServer:
     releases: list[dict[str, Any]] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     image_requests: int = 0
+    image_delay_s: float = 0.0  # a slow file server: the install stays in "preparing"
 
     def publish(
         self,
@@ -109,6 +110,7 @@ class ReleaseServer:
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         self.image_requests += 1
+        await asyncio.sleep(self.image_delay_s)
         data = self.files.get(request.match_info["name"])
         if data is None:
             return web.Response(status=404)
@@ -506,7 +508,7 @@ async def restart_home_assistant_side(hass: HomeAssistant, entry: MockConfigEntr
     assert FIRMWARE_SERVICE not in hass.data
 
 
-@pytest.mark.parametrize("stop_at", ["downloading", "rebooting", "pending_confirm"])
+@pytest.mark.parametrize("stop_at", ["preparing", "downloading", "rebooting", "pending_confirm"])
 async def test_restart_mid_update_resumes_and_never_repeats(
     hass: HomeAssistant,
     start_device: StartDevice,
@@ -514,7 +516,8 @@ async def test_restart_mid_update_resumes_and_never_repeats(
     stop_at: str,
 ) -> None:
     """Home Assistant stops mid-update, starts again, and ends the same job: one start on
-    the device, verified and confirmed. Stops while downloading, while the device reboots,
+    the device, verified and confirmed. Stops while preparing the image (nothing sent yet:
+    the resumed job prepares and starts it), while downloading, while the device reboots,
     and after it came back but before Home Assistant confirmed it."""
     sim = await start_device(mac="24:0a:c4:12:34:56", reboot_time_s=1.0)
     release_server.publish("1.1.0", image_of("1.1.0"))
@@ -524,17 +527,24 @@ async def test_restart_mid_update_resumes_and_never_repeats(
     await load(hass, entry)
     events = finished_events(hass)
     pressed = hass.async_create_task(install(hass))
-    target = UpdateStep.DOWNLOADING if stop_at == "downloading" else UpdateStep.REBOOTING
+    target = {"preparing": UpdateStep.PREPARING, "downloading": UpdateStep.DOWNLOADING}.get(
+        stop_at, UpdateStep.REBOOTING
+    )
+    if stop_at == "preparing":
+        release_server.image_delay_s = 30.0  # Home Assistant stops while it downloads
     installer = entry.runtime_data.installer
 
     def at_target() -> bool:
         record = installer.record
-        return record is not None and record.step is target and record.bytes_written > 0
+        if record is None or record.step is not target:
+            return False
+        return target is UpdateStep.PREPARING or record.bytes_written > 0
 
     await wait_for(at_target)
     await restart_home_assistant_side(hass, entry)
     with pytest.raises(asyncio.CancelledError):
         await pressed
+    release_server.image_delay_s = 0.0
     if stop_at == "pending_confirm":
         await wait_for(lambda: sim.device.online and sim.device.info().version == "1.1.0")
         assert sim.device.info().image_state.value == "pending_verify"
