@@ -176,6 +176,12 @@ class DeviceApiServer:
 
         Both sides are hashed first, so the comparison takes the same time whatever the
         supplied value's length and content."""
+        if self._runner is None:
+            # Going offline (the chip restarts): a request on a kept-alive connection gets
+            # no answer, its connection drops, as the restarting firmware's would.
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("the device is restarting")
         supplied = request.headers.get("Authorization", "")
         expected = f"Bearer {self.device.config.secret}"
         if not self.device.config.secret or not hmac.compare_digest(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -61,6 +63,8 @@ _PHASE_OF_STATE: dict[OtaState, OtaPhase] = {
     OtaState.FAILED: OtaPhase.FAILED,
     OtaState.ABORTED: OtaPhase.FAILED,
 }
+# Progress events rewrite the entities at most this often (unless the percentage moves).
+PROGRESS_WRITE_S = 1.0
 # Events that end a phase: read the device's full state afterwards.
 _REFRESH_AFTER: frozenset[EventType] = frozenset(
     {EventType.FINISH, EventType.ABORT, EventType.UPDATE_BOOT_PARTITION}
@@ -121,6 +125,8 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         self.progress = OtaProgress()
         self.last_event: DeviceEvent | None = None
         self.installer: DeviceInstaller | None = None  # set once the entry has one
+        self._taps: set[asyncio.Queue[DeviceEvent]] = set()
+        self._progress_written_at = 0.0
         self._listener: asyncio.Task[None] | None = None
 
     @property
@@ -217,9 +223,25 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         try:
             async for event in self.client.events():
                 self.handle_event(event)
+                for tap in self._taps:
+                    tap.put_nowait(event)
+                # A burst of buffered events is read without the stream ever waiting:
+                # let the rest of Home Assistant run between two of them.
+                await asyncio.sleep(0)
         except DeviceUnauthorizedError, CertificateMismatchError:
             # The next poll raises the matching reauth flow or repair issue.
             await self.async_request_refresh()
+
+    async def events(self) -> AsyncIterator[DeviceEvent]:
+        """The device's pushed events from now on, for as long as the caller iterates (the
+        install follows this instead of opening a second stream to the device)."""
+        tap: asyncio.Queue[DeviceEvent] = asyncio.Queue()
+        self._taps.add(tap)
+        try:
+            while True:
+                yield await tap.get()
+        finally:
+            self._taps.discard(tap)
 
     def handle_event(self, event: DeviceEvent) -> None:
         """Fold one pushed event into the live progress."""
@@ -229,9 +251,21 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
             case EventType.START | EventType.CONNECTED:
                 self.progress = OtaProgress(phase=OtaPhase.DOWNLOADING)
             case EventType.WRITE_FLASH:
+                shown = progress.percentage
                 progress.phase = OtaPhase.DOWNLOADING
                 progress.bytes_written = event.bytes_written or progress.bytes_written
                 progress.image_size = event.image_size or progress.image_size
+                # A device reports every 4 KiB: rewrite the entities when the whole
+                # percentage moves, or a second has passed, not hundreds of times.
+                now = time.monotonic()
+                if (
+                    shown is not None
+                    and progress.percentage is not None
+                    and int(shown) == int(progress.percentage)
+                    and now - self._progress_written_at < PROGRESS_WRITE_S
+                ):
+                    return
+                self._progress_written_at = now
             case EventType.UPDATE_BOOT_PARTITION:
                 progress.phase = OtaPhase.VERIFYING
             case EventType.FINISH if event.error:

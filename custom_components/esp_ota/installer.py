@@ -294,6 +294,7 @@ class DeviceInstaller:
             source,
             on_change=self._changed,
             timeouts=self._timeouts(),
+            events=self.coordinator.events,
         )
         try:
             async with self.service.queue.slot():
@@ -325,7 +326,9 @@ class DeviceInstaller:
 
     def _finished(self, record: UpdateJobRecord) -> None:
         """Tell the user: the bus (automations, logbook), repairs, fresh device state."""
-        device = dr.async_get(self.hass).async_get_device(identifiers={(DOMAIN, self.mac)})
+        device = dr.async_get(self.hass).async_get_device_by_identifier(
+            (DOMAIN, self.mac), self.entry.entry_id
+        )
         entity_id = er.async_get(self.hass).async_get_entity_id(
             Platform.UPDATE, DOMAIN, f"{self.mac}_firmware"
         )

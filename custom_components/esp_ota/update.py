@@ -19,8 +19,8 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from .const import CONF_CHANNEL, DEFAULT_CHANNEL, DOMAIN
 from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator
 from .entity import EspOtaEntity
-from .espota.feed import Channel, Release
-from .espota.selection import installable_releases, select_release
+from .espota.feed import Channel, Feed, Release
+from .espota.selection import DeviceFirmware, installable_releases, select_release
 from .espota.update_job import UpdateStep
 from .espota.versions import is_newer
 from .feed_coordinator import FeedCoordinator
@@ -88,6 +88,7 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         self.entity_description = description
         self._feed = feed
         self._installer = installer
+        self._pick: tuple[Feed, tuple[DeviceFirmware, Channel], Release | None] | None = None
 
     async def async_added_to_hass(self) -> None:
         """Follow the feed as well as the device."""
@@ -103,10 +104,20 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
 
     @property
     def _release(self) -> Release | None:
-        """The feed's pick for this device on this entity's channel."""
+        """The feed's pick for this device on this entity's channel.
+
+        Read at every state write (several per second during a download): the pick is
+        kept until the feed, the device's firmware or the channel changes."""
         if self._feed is None or self._feed.data is None:
             return None
-        return select_release(self._feed.data, device_firmware(self.coordinator), self._channel)
+        feed = self._feed.data
+        key = (device_firmware(self.coordinator), self._channel)
+        cached = self._pick
+        if cached is not None and cached[0] is feed and cached[1] == key:
+            return cached[2]
+        release = select_release(feed, key[0], key[1])
+        self._pick = (feed, key, release)
+        return release
 
     @property
     def available(self) -> bool:

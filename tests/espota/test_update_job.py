@@ -1193,7 +1193,7 @@ async def test_a_start_lost_on_the_way_is_sent_again(
 
 
 async def test_power_lost_for_good(start_sim: StartSim, image_server: ImageServer) -> None:
-    """Gone mid-download and not back within reboot_s: DEVICE_UNREACHABLE, in time."""
+    """Gone mid-download and not back within reboot_s: NOT_BACK, in time, saying when."""
     sim = await start_sim()
     sim.device.faults.slow_link_bytes_per_s = 200_000
     sim.device.faults.power_loss_at_byte = 8_192
@@ -1204,7 +1204,7 @@ async def test_power_lost_for_good(start_sim: StartSim, image_server: ImageServe
     source = Source(image_server, make_image(NEW), report_served=False)
     began = time.monotonic()
     record = await job_for(sim, source, Store(), timeouts=timeouts).run()
-    assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.DEVICE_UNREACHABLE)
+    assert (record.step, record.reason) == (UpdateStep.FAILED, FailureReason.NOT_BACK)
     assert record.message is not None
     assert "during the download" in record.message
     assert time.monotonic() - began < timeouts.reboot_s + SLACK_S

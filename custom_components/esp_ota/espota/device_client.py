@@ -310,6 +310,7 @@ class DeviceClient:
         self._secret = secret
         self.cert_fingerprint = cert_fingerprint
         self._timeout = timeout
+        self._fingerprint_cache: tuple[str | None, aiohttp.Fingerprint] | None = None
 
     @property
     def base_url(self) -> str:
@@ -340,6 +341,17 @@ class DeviceClient:
         return hashlib.sha256(der).hexdigest()
 
     def _ssl(self) -> aiohttp.Fingerprint:
+        # One Fingerprint object per pin: aiohttp pools connections by their ssl argument,
+        # and two equal Fingerprints do not compare equal, so a new one per request would
+        # cost a TLS handshake (and an idle pooled connection) every time.
+        cached = self._fingerprint_cache
+        if cached is not None and cached[0] == self.cert_fingerprint:
+            return cached[1]
+        fingerprint = self._make_fingerprint()
+        self._fingerprint_cache = (self.cert_fingerprint, fingerprint)
+        return fingerprint
+
+    def _make_fingerprint(self) -> aiohttp.Fingerprint:
         if not self.cert_fingerprint:
             raise CertificateMismatchError(
                 "no certificate is pinned: call fetch_certificate_fingerprint() first"

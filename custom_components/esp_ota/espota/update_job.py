@@ -23,7 +23,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final, NamedTuple, NoReturn, Protocol
@@ -399,8 +399,13 @@ class UpdateJob:
         on_change: Callable[[UpdateJobRecord], None],
         timeouts: JobTimeouts = JobTimeouts(),
         clock: Callable[[], float] = time.time,
+        events: Callable[[], AsyncIterator[DeviceEvent]] | None = None,
     ) -> None:
         self._client = client
+        # Where the device's pushed events come from: by default a stream of the job's own;
+        # a caller that already follows the device's one stream passes a tap on it (every
+        # event would otherwise be sent, encrypted and parsed twice).
+        self._events = events or client.events
         self.record = record
         self._source = source
         self._on_change = on_change
@@ -585,7 +590,7 @@ class UpdateJob:
 
     async def _pump_events(self, queue: asyncio.Queue[DeviceEvent]) -> None:
         try:
-            async for event in self._client.events():
+            async for event in self._events():
                 queue.put_nowait(event)
         except EspOtaError as err:
             # Authentication or certificate errors end the stream; polling goes on.
@@ -619,8 +624,10 @@ class UpdateJob:
                     # Power loss, a panic or the network: follow it through its reboot.
                     lost_since = lost_since if lost_since is not None else self._clock()
                     if self._clock() - lost_since >= timeouts.reboot_s:
+                        # Gone mid-download (power loss, a panic) or right after a download
+                        # whose end the job did not see: for the user, it did not come back.
                         self._end_failed(
-                            FailureReason.DEVICE_UNREACHABLE,
+                            FailureReason.NOT_BACK,
                             None,
                             f"unreachable for {timeouts.reboot_s:g} s during the download: {err}",
                         )
