@@ -181,7 +181,7 @@ class DeviceApiServer:
             # no answer, its connection drops, as the restarting firmware's would.
             if request.transport is not None:
                 request.transport.close()
-            raise ConnectionResetError("the device is restarting")
+            raise web.HTTPServiceUnavailable  # never delivered: the connection is gone
         supplied = request.headers.get("Authorization", "")
         expected = f"Bearer {self.device.config.secret}"
         if not self.device.config.secret or not hmac.compare_digest(

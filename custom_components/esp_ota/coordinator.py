@@ -161,8 +161,10 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                 translation_placeholders={"host": self.client.host},
             ) from err
         except DeviceError as err:
-            if self.data is not None and self.installer and self.installer.expecting_reboot:
-                # Away on purpose: the install waits for it; the entities stay as they were.
+            if self.data is not None and self.installer and self.installer.device_may_be_away:
+                # During an install the device goes away on purpose (its reboot; verifying
+                # may already have ended it): the job decides, within its bounds, what
+                # that means; meanwhile the entities stay as they were.
                 return self.data
             raise UpdateFailed(
                 translation_domain=DOMAIN,
@@ -251,6 +253,12 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
             case EventType.START | EventType.CONNECTED:
                 self.progress = OtaProgress(phase=OtaPhase.DOWNLOADING)
             case EventType.WRITE_FLASH:
+                if self.installer is not None and self.installer.in_progress:
+                    # The install shows its own progress (and notifies at its pace).
+                    progress.bytes_written = event.bytes_written or progress.bytes_written
+                    progress.image_size = event.image_size or progress.image_size
+                    progress.phase = OtaPhase.DOWNLOADING
+                    return
                 shown = progress.percentage
                 progress.phase = OtaPhase.DOWNLOADING
                 progress.bytes_written = event.bytes_written or progress.bytes_written

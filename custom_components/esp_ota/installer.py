@@ -193,12 +193,20 @@ class DeviceInstaller:
         self.mac: str = entry.unique_id or ""
         self.record: UpdateJobRecord | None = service.stored_job(self.mac)
         self._task: asyncio.Task[UpdateJobRecord] | None = None
+        self._progress_listeners: list[Callable[[], None]] = []
+        self._notified_step: UpdateStep | None = None
         self._release_lookup: Callable[[str, str | None], Release | None] = lambda _v, _s: None
 
     @property
     def in_progress(self) -> bool:
         """Whether an install of this device is queued or running."""
         return self._task is not None and not self._task.done()
+
+    @property
+    def device_may_be_away(self) -> bool:
+        """An install is under way and has not ended: the device going away is its business
+        (its reboot; the job decides, within its bounds, what an absence means)."""
+        return self.in_progress and self.record is not None and not self.record.finished
 
     @property
     def expecting_reboot(self) -> bool:
@@ -318,11 +326,24 @@ class DeviceInstaller:
             return
         self._finished(task.result())
 
+    def async_add_progress_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when the install's progress moves; returns how to stop."""
+        self._progress_listeners.append(listener)
+        return lambda: self._progress_listeners.remove(listener)
+
     def _changed(self, record: UpdateJobRecord) -> None:
-        step_changed = self.record is None or self.record.step is not record.step
+        # The job changes its record in place: compare with the step last passed on.
+        step_changed = record.step is not self._notified_step
+        self._notified_step = record.step
         self.record = record
         self.service.save_job(record, now=step_changed)
-        self.coordinator.async_update_listeners()
+        if step_changed:
+            self.coordinator.async_update_listeners()
+            return
+        # Progress only: rewrite what shows it, not every entity of the device (50
+        # devices at 1 % steps would be thousands of state writes).
+        for listener in list(self._progress_listeners):
+            listener()
 
     def _finished(self, record: UpdateJobRecord) -> None:
         """Tell the user: the bus (automations, logbook), repairs, fresh device state."""

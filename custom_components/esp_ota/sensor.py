@@ -51,6 +51,8 @@ class EspOtaSensorEntityDescription(SensorEntityDescription):
     """How a sensor reads its value from the coordinator."""
 
     value_fn: Callable[[EspOtaDeviceCoordinator], str | float | datetime | None]
+    # Rewritten at every move of an install's progress (the others at its steps).
+    shows_progress: bool = False
 
 
 SENSORS = (
@@ -68,6 +70,7 @@ SENSORS = (
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
         value_fn=lambda coordinator: coordinator.percentage,
+        shows_progress=True,
     ),
     EspOtaSensorEntityDescription(
         key="last_result",
@@ -154,6 +157,13 @@ class EspOtaSensor(EspOtaEntity, SensorEntity):
     ) -> None:
         super().__init__(coordinator, description.key)
         self.entity_description = description
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the device, and the install's progress when this sensor shows it."""
+        await super().async_added_to_hass()
+        installer = self.coordinator.installer
+        if self.entity_description.shows_progress and installer is not None:
+            self.async_on_remove(installer.async_add_progress_listener(self.async_write_ha_state))
 
     @property
     def native_value(self) -> str | float | datetime | None:

@@ -91,10 +91,11 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         self._pick: tuple[Feed, tuple[DeviceFirmware, Channel], Release | None] | None = None
 
     async def async_added_to_hass(self) -> None:
-        """Follow the feed as well as the device."""
+        """Follow the feed and the install's progress as well as the device."""
         await super().async_added_to_hass()
         if self._feed is not None:
             self.async_on_remove(self._feed.async_add_listener(self._handle_coordinator_update))
+        self.async_on_remove(self._installer.async_add_progress_listener(self.async_write_ha_state))
 
     @property
     def _channel(self) -> Channel:

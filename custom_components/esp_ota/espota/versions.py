@@ -77,6 +77,7 @@ _MODIFIER_RANKS: Final[dict[str, int]] = {
 type _SortKey = tuple[int, tuple[int, ...], int, int, str, int] | tuple[int, str, int]
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and asked for the same few versions at every state write
 def _readable_key(base: str, counter: int) -> _SortKey | None:
     """The sort key of a readable version, or None when no scheme reads it."""
     version = AwesomeVersion(base)
