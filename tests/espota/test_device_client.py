@@ -595,3 +595,21 @@ async def test_other_runtime_errors_are_not_hidden(
     with pytest.raises(RuntimeError, match="a bug"):
         async for _ in client_of(stub, session).events():
             pass
+
+
+async def test_requests_share_one_pinned_connection(
+    stub: StubDevice, session: aiohttp.ClientSession
+) -> None:
+    """Requests in a row reuse one TLS connection (aiohttp pools by the pin object, so the
+    client must hand it the same one); a new pin gets a new connection."""
+    client = client_of(stub, session)
+    stub.answer("/info", INFO)
+    await client.info()
+    await client.info()
+    first, second = stub.requests[-2:]
+    assert first.transport is not None
+    assert first.transport is second.transport
+    assert client.cert_fingerprint is not None
+    client.cert_fingerprint = client.cert_fingerprint.upper()  # the same pin, spelled anew
+    await client.info()
+    assert stub.requests[-1].transport is not first.transport
