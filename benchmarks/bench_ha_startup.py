@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from unittest.mock import patch
 
 from aiohttp import web
@@ -105,8 +106,9 @@ def plain_resolver() -> AsyncResolver:
     return resolver
 
 
-def entry_for(member: FleetDevice, feed_url: str) -> MockConfigEntry:
-    """A config entry as the config flow stores it (data, unique id, title), on the feed."""
+def entry_for(member: FleetDevice, feed_url: str, **options: Any) -> MockConfigEntry:
+    """A config entry as the config flow stores it (data, unique id, title), on the feed;
+    `options` adds to (or overrides) the default options."""
     return MockConfigEntry(
         domain=DOMAIN,
         title=f"{PROJECT} {member.mac[-5:]}",
@@ -123,6 +125,7 @@ def entry_for(member: FleetDevice, feed_url: str) -> MockConfigEntry:
             CONF_FEED_PUBLIC_KEY: "",
             CONF_CHANNEL: "stable",
             CONF_REBOOT_TIMEOUT: 180,
+            **options,
         },
     )
 

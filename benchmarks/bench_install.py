@@ -67,14 +67,12 @@ from unittest.mock import patch
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from aiohttp.resolver import AsyncResolver
 from homeassistant import loader
 from homeassistant.components.update.const import ATTR_INSTALLED_VERSION, SERVICE_INSTALL
 from homeassistant.components.update.const import DOMAIN as UPDATE_DOMAIN
 from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import ATTR_ENTITY_ID, CONF_HOST, CONF_MAC, CONF_PORT, STATE_ON
+from homeassistant.const import ATTR_ENTITY_ID, STATE_ON
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers import frame
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import (
@@ -82,15 +80,10 @@ from pytest_homeassistant_custom_component.common import (
     async_test_home_assistant,
 )
 
+from benchmarks.bench_ha_startup import entry_for, plain_resolver, update_entity_ids, wait_until
 from custom_components.esp_ota import const
 from custom_components.esp_ota.const import (
-    CONF_CERT_FINGERPRINT,
-    CONF_CHANNEL,
-    CONF_FEED_PUBLIC_KEY,
-    CONF_FEED_URL,
     CONF_MAX_PARALLEL_INSTALLS,
-    CONF_REBOOT_TIMEOUT,
-    CONF_SECRET,
     DOMAIN,
 )
 from custom_components.esp_ota.espota.certificates import make_server_certificate
@@ -223,13 +216,6 @@ async def watched(
         watch.running = False
         await ticker
     return Phase.of(name, watch, ended)
-
-
-async def wait_until(condition: Callable[[], bool], within_s: float) -> None:
-    """Poll `condition` every 5 ms."""
-    async with asyncio.timeout(within_s):
-        while not condition():  # noqa: ASYNC110 - entity state has no event to wait for
-            await asyncio.sleep(0.005)
 
 
 # --- the devices: in this process or in a child ------------------------------------------
@@ -512,47 +498,6 @@ async def roll_back(devices: Devices) -> None:
 # --- phase 2: through Home Assistant -----------------------------------------------------
 
 
-def plain_resolver() -> AsyncResolver:
-    """aiohttp's resolver, closable the way Home Assistant closes its own one."""
-    resolver = AsyncResolver()
-    resolver.real_close = resolver.close  # type: ignore[attr-defined]
-    return resolver
-
-
-def entry_for(member: FleetDevice, feed_url: str, count: int) -> MockConfigEntry:
-    """A config entry as the config flow stores it, on the feed, all installs at once."""
-    return MockConfigEntry(
-        domain=DOMAIN,
-        title=f"{PROJECT} {member.mac[-5:]}",
-        unique_id=member.mac,
-        data={
-            CONF_HOST: member.host,
-            CONF_PORT: member.port,
-            CONF_SECRET: member.secret,
-            CONF_CERT_FINGERPRINT: member.cert_fingerprint,
-            CONF_MAC: member.mac,
-        },
-        options={
-            CONF_FEED_URL: feed_url,
-            CONF_FEED_PUBLIC_KEY: "",
-            CONF_CHANNEL: "stable",
-            CONF_REBOOT_TIMEOUT: 180,
-            CONF_MAX_PARALLEL_INSTALLS: count,
-        },
-    )
-
-
-def update_entity_ids(hass: HomeAssistant, entries: list[MockConfigEntry]) -> list[str]:
-    """The firmware update entity of every entry, in entry order."""
-    registry = er.async_get(hass)
-    return [
-        item.entity_id
-        for entry in entries
-        for item in er.async_entries_for_config_entry(registry, entry.entry_id)
-        if item.domain == "update" and item.unique_id.endswith("_firmware")
-    ]
-
-
 def served_by_home_assistant(hass: HomeAssistant, entries: list[MockConfigEntry]) -> Progress:
     """Bytes the firmware server has sent each device (its grant's bytes_served)."""
 
@@ -584,7 +529,10 @@ async def through_home_assistant(
             # What the plugin's enable_custom_integrations fixture does.
             hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
             frame.async_setup(hass)  # as Home Assistant's bootstrap (and the plugin) does
-            entries = [entry_for(member, feed.url, count) for member in members]
+            entries = [
+                entry_for(member, feed.url, **{CONF_MAX_PARALLEL_INSTALLS: count})
+                for member in members
+            ]
             for entry in entries:
                 entry.add_to_hass(hass)
             assert await async_setup_component(hass, DOMAIN, {})
