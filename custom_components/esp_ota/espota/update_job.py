@@ -609,6 +609,10 @@ class UpdateJob:
                 moved = moved or event_moved
                 if poll_now:
                     next_poll = self._clock()
+                elif event_moved:
+                    # Events are flowing: the poll is only for when they stop (one request
+                    # and one TLS connection less per device while it downloads).
+                    next_poll = max(next_poll, self._clock() + timeouts.poll_s)
             if record.step in _FOLLOWING and self._clock() >= next_poll:
                 next_poll = self._clock() + timeouts.poll_s
                 try:
