@@ -253,16 +253,12 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
             case EventType.START | EventType.CONNECTED:
                 self.progress = OtaProgress(phase=OtaPhase.DOWNLOADING)
             case EventType.WRITE_FLASH:
-                if self.installer is not None and self.installer.in_progress:
-                    # The install shows its own progress (and notifies at its pace).
-                    progress.bytes_written = event.bytes_written or progress.bytes_written
-                    progress.image_size = event.image_size or progress.image_size
-                    progress.phase = OtaPhase.DOWNLOADING
-                    return
                 shown = progress.percentage
                 progress.phase = OtaPhase.DOWNLOADING
                 progress.bytes_written = event.bytes_written or progress.bytes_written
                 progress.image_size = event.image_size or progress.image_size
+                if self.installer is not None and self.installer.in_progress:
+                    return  # the install shows its own progress, and notifies at its pace
                 # A device reports every 4 KiB: rewrite the entities when the whole
                 # percentage moves, or a second has passed, not hundreds of times.
                 now = time.monotonic()

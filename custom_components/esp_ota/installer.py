@@ -208,15 +208,6 @@ class DeviceInstaller:
         (its reboot; the job decides, within its bounds, what an absence means)."""
         return self.in_progress and self.record is not None and not self.record.finished
 
-    @property
-    def expecting_reboot(self) -> bool:
-        """The device is meant to be away: the job is waiting for it to come back."""
-        return (
-            self.in_progress
-            and self.record is not None
-            and (self.record.step in (UpdateStep.VERIFYING, UpdateStep.REBOOTING))
-        )
-
     def set_release_lookup(self, lookup: Callable[[str, str | None], Release | None]) -> None:
         """How to find a release by version (and SHA-256) in the device's feed."""
         self._release_lookup = lookup

@@ -121,11 +121,6 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         return release
 
     @property
-    def available(self) -> bool:
-        """Available while the device answers, and while an install waits for its reboot."""
-        return super().available or self._installer.expecting_reboot
-
-    @property
     def installed_version(self) -> str:
         """What the device runs; during an install, what it ran (until the new is verified)."""
         record = self._installer.record

@@ -234,6 +234,7 @@ async def test_good_update_is_verified_and_confirmed(
     percentages: list[float] = []
     installed_while_running: set[str] = set()
     after_download: set[float | None] = set()
+    firmware_states: set[str] = set()
 
     installer = entry.runtime_data.installer
 
@@ -241,7 +242,10 @@ async def test_good_update_is_verified_and_confirmed(
         step = state_of(hass, OTA_STATE)
         if not seen_steps or seen_steps[-1] != step:
             seen_steps.append(step)
-        if event.data["entity_id"] != FIRMWARE or not state_attr(hass, FIRMWARE, ATTR_IN_PROGRESS):
+        if event.data["entity_id"] != FIRMWARE:
+            return
+        firmware_states.add(state_of(hass, FIRMWARE))
+        if not state_attr(hass, FIRMWARE, ATTR_IN_PROGRESS):
             return
         installed_while_running.add(state_attr(hass, FIRMWARE, ATTR_INSTALLED_VERSION))
         percentage = state_attr(hass, FIRMWARE, ATTR_UPDATE_PERCENTAGE)
@@ -262,6 +266,7 @@ async def test_good_update_is_verified_and_confirmed(
     assert percentages == sorted(percentages)
     assert any(0 < value < 100 for value in percentages), (percentages, seen_steps)
     assert after_download == {None}  # an indeterminate bar while it reboots, not "100 %"
+    assert firmware_states == {STATE_ON, STATE_OFF}  # available through the reboot
     for step in ("preparing", "downloading", "rebooting", "confirming"):
         assert step in seen_steps, seen_steps
     assert seen_steps[-1] == "succeeded"
