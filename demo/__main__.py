@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from custom_components.esp_ota.espota.image_builder import MIN_IMAGE_SIZE
+from simulator.__main__ import positive_int
 from simulator.pace import Pace
 
 from .errors import DemoError
@@ -31,17 +32,6 @@ from .stack import DEFAULT_IMAGE_SIZE, REPO_ROOT, DemoOptions, DemoStack
 # end includes the bootstrap check and Python's imports.
 STARTED_AT_ENV = "DEMO_STARTED_AT"
 MAX_IMAGE_SIZE = 1700 * 1024  # simulator.partitions: advanced_https_ota's ota_0/ota_1
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from err
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below 1")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
