@@ -310,7 +310,6 @@ class DeviceClient:
         self._secret = secret
         self.cert_fingerprint = cert_fingerprint
         self._timeout = timeout
-        self._fingerprint_cache: tuple[str | None, aiohttp.Fingerprint] | None = None
 
     @property
     def base_url(self) -> str:
@@ -341,17 +340,6 @@ class DeviceClient:
         return hashlib.sha256(der).hexdigest()
 
     def _ssl(self) -> aiohttp.Fingerprint:
-        # One Fingerprint object per pin: aiohttp pools connections by their ssl argument,
-        # and two equal Fingerprints do not compare equal, so a new one per request would
-        # cost a TLS handshake (and an idle pooled connection) every time.
-        cached = self._fingerprint_cache
-        if cached is not None and cached[0] == self.cert_fingerprint:
-            return cached[1]
-        fingerprint = self._make_fingerprint()
-        self._fingerprint_cache = (self.cert_fingerprint, fingerprint)
-        return fingerprint
-
-    def _make_fingerprint(self) -> aiohttp.Fingerprint:
         if not self.cert_fingerprint:
             raise CertificateMismatchError(
                 "no certificate is pinned: call fetch_certificate_fingerprint() first"
@@ -377,7 +365,10 @@ class DeviceClient:
                 method,
                 url,
                 json=body,
-                headers=self._headers(),
+                # The event stream is the one connection kept open: an idle pooled TLS
+                # session would hold one of the few sockets (and tens of KB of RAM) an
+                # ESP32's HTTPS server has, and 256 KiB of buffers here, per device.
+                headers=self._headers({"Connection": "close"}),
                 ssl=self._ssl(),
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
             ) as response:
