@@ -62,6 +62,11 @@ _LOGGER = logging.getLogger(__name__)
 API_VERSION: Final = 1
 EVENT_RING_SIZE: Final = 1024  # events kept for Last-Event-ID resumption
 SUBSCRIBER_QUEUE_SIZE: Final = 2048  # a subscriber that falls this far behind loses the oldest
+# The firmware forwards esp_https_ota's WRITE_FLASH (one per buffer written, 1024 for a
+# 4 MiB image) at most this often, and always the one that completes the image: the
+# event ring then holds a whole job, and neither the device nor Home Assistant spends
+# its CPU on thousands of progress messages per download.
+PROGRESS_EVENT_INTERVAL_S: Final = 0.25
 BOOT_LOOP_LIMIT: Final = 8  # consecutive panics after which the simulation stops retrying
 
 # esp_reset_reason_t names.
@@ -126,6 +131,8 @@ class DeviceConfig:
     # The partition table, and with it the flash size.
     partition_table: PartitionScheme = PartitionScheme.ADVANCED_HTTPS_OTA
     faults: FaultPlan = field(default_factory=FaultPlan, compare=False, hash=False)
+    # 0: every WRITE_FLASH becomes an event.
+    progress_event_interval_s: float = PROGRESS_EVENT_INTERVAL_S
 
 
 @lru_cache(maxsize=32)
@@ -723,6 +730,7 @@ class _JobListener:
     def __init__(self, device: SimulatedDevice, ota_id: str) -> None:
         self.device = device
         self.ota_id = ota_id
+        self._last_progress_event: float | None = None  # time.monotonic() of the last one
 
     def on_event(
         self,
@@ -736,6 +744,12 @@ class _JobListener:
     ) -> None:
         if self.device._dying:
             return
+        if event_type is OtaEventType.WRITE_FLASH and bytes_written != image_size:
+            now = time.monotonic()
+            interval = self.device.config.progress_event_interval_s
+            if self._last_progress_event is not None and now - self._last_progress_event < interval:
+                return
+            self._last_progress_event = now
         self.device._emit(
             event_type,
             ota_id=self.ota_id,

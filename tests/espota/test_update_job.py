@@ -423,7 +423,7 @@ async def test_events_carry_the_progress_between_polls(
     start_sim: StartSim, image_server: ImageServer
 ) -> None:
     """With polls far apart, the device's event stream still moves the progress."""
-    sim = await start_sim()
+    sim = await start_sim(progress_event_interval_s=0)
     sim.device.faults.slow_link_bytes_per_s = 128_000
     source = Source(image_server, make_image(NEW), report_served=False)
     store = Store()

@@ -335,6 +335,32 @@ async def test_events_since_and_subscribers(
     assert events_of(small)[0].id == ids[-1] + 1  # ids keep counting
 
 
+async def test_progress_events_are_paced(
+    make_device: DeviceFactory, firmware_server: FirmwareServer
+) -> None:
+    """WRITE_FLASH (one per 4 KiB written) becomes an event at most every
+    progress_event_interval_s, the first and the completing one always; 0 forwards all."""
+    image = make_image("1.1.0", size=120_000)
+    request = request_for(firmware_server, "/f.bin", image, "1.1.0")
+    counts: dict[float, int] = {}
+    for interval in (0.0, 0.2):
+        device = await make_device(
+            progress_event_interval_s=interval, faults=FaultPlan(slow_link_bytes_per_s=200_000)
+        )
+        began = time.monotonic()
+        status, events = await run_ota(device, request)
+        took = time.monotonic() - began
+        assert status.state is OtaState.SUCCEEDED
+        written = [e.bytes_written or 0 for e in events if e.type is E.WRITE_FLASH]
+        assert written[-1] == len(image)
+        assert written == sorted(written)
+        counts[interval] = len(written)
+        if interval:
+            assert 2 <= len(written) <= took / interval + 2
+    assert counts[0.0] >= len(image) // 4096  # every buffer written
+    assert counts[0.0] > 3 * counts[0.2]
+
+
 async def test_state_survives_a_simulator_restart(
     tmp_path: Path, factory_image: bytes, firmware_server: FirmwareServer
 ) -> None:

@@ -154,7 +154,10 @@ async def test_image_smaller_than_one_chunk_is_fetched_without_range(
 async def test_chunk_size_and_buffer_size_are_configurable(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device(ota={**PARTIAL, "max_http_request_size": 16384, "buffer_size": 512})
+    device = await make_device(
+        ota={**PARTIAL, "max_http_request_size": 16384, "buffer_size": 512},
+        progress_event_interval_s=0,  # every WRITE_FLASH an event
+    )
     image = make_image("1.1.0", size=40_000)
     status, events = await run_ota(device, request_for(firmware_server, "/c.bin", image, "1.1.0"))
     assert status.state is OtaState.SUCCEEDED
