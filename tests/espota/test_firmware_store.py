@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from custom_components.esp_ota.espota import errors
+from custom_components.esp_ota.espota import errors, firmware_store
 from custom_components.esp_ota.espota.errors import (
     FirmwareDownloadError,
     FirmwareIntegrityError,
@@ -259,6 +259,45 @@ async def test_a_damaged_cached_file_is_downloaded_again(
     assert again.path.read_bytes() == data
     assert release_server.requests == ["/garden.bin", "/garden.bin"]
     assert leftovers(store.folder) == [f"{release.sha256}.bin"]
+
+
+async def test_an_unchanged_cached_file_is_not_read_again(
+    store: FirmwareStore, release_server: ReleaseServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many devices taking one image cost one read of it; a change on disk is read, once
+    for fetches that come together."""
+    reads: list[Path] = []
+    looks: list[Path] = []
+    verify, recheck = firmware_store._verify_file, firmware_store._recheck
+
+    def counting_verify(path: Path, want_md5: bool) -> Any:
+        reads.append(path)
+        return verify(path, want_md5)
+
+    def counting_recheck(path: Path, *args: Any) -> Any:
+        looks.append(path)
+        return recheck(path, *args)
+
+    monkeypatch.setattr(firmware_store, "_verify_file", counting_verify)
+    monkeypatch.setattr(firmware_store, "_recheck", counting_recheck)
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)  # verified as it streamed in
+    used = stored.path.stat().st_mtime_ns
+    await asyncio.gather(*(store.fetch(release, DEVICE) for _ in range(5)))
+    assert reads == []
+    assert looks == [stored.path]  # one look at the file for the five
+    assert stored.path.stat().st_mtime_ns >= used  # still marked used, for the LRU order
+    stored.path.write_bytes(data)  # the same bytes, written again: read once more
+    await store.fetch(release, DEVICE)
+    await store.fetch(release, DEVICE)
+    assert reads == [stored.path]
+    raw = bytearray(data)
+    raw[5000] ^= 0x01
+    stored.path.write_bytes(raw)  # damaged: the five coming together download it once
+    again = await asyncio.gather(*(store.fetch(release, DEVICE) for _ in range(5)))
+    assert {image.path.read_bytes() for image in again} == {data}
+    assert release_server.requests == ["/garden.bin", "/garden.bin"]
 
 
 async def test_a_new_store_finds_the_images_of_an_earlier_run(

@@ -8,7 +8,9 @@ temporary file that any failure removes; the last step is an atomic rename to
 ``<sha256>.bin``, so the folder never holds a partial or unverified image under that name.
 
 The store is a cache keyed by SHA-256 and bounded in bytes: least recently used images are
-deleted once the total exceeds ``max_bytes``, except those pinned (being served). Every
+deleted once the total exceeds ``max_bytes``, except those pinned (being served). A stored
+image is read in full again before it is used, unless the file is unchanged on disk since
+it was last read (inode, size, times); fetches that come together share that read. Every
 file operation runs in a thread: Home Assistant flags blocking calls in its event loop.
 """
 
@@ -95,6 +97,38 @@ def _verify_file(path: Path, want_md5: bool) -> tuple[ImageInfo, str | None]:
     return verifier.finish(), md5.hexdigest() if md5 is not None else None
 
 
+# Inode, size, mtime and ctime in ns: any write changes the times (and ctime cannot be set).
+type _FileIdentity = tuple[int, int, int, int]
+
+
+def _identity(path: Path) -> _FileIdentity:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A stored file as it was when last read in full, and what that read found."""
+
+    identity: _FileIdentity
+    info: ImageInfo
+    md5: str | None
+
+
+def _recheck(path: Path, size: int, want_md5: bool, known: _Checked | None) -> _Checked | None:
+    """The file's image info, read again unless it is unchanged since `known` was read;
+    None if it has another size. Marks the file used (its mtime). Blocking."""
+    identity = _identity(path)
+    if identity[1] != size:
+        return None
+    if known is not None and known.identity == identity and (known.md5 or not want_md5):
+        info, md5 = known.info, known.md5
+    else:
+        info, md5 = _verify_file(path, want_md5)
+    os.utime(path)  # its use, for the order after a restart
+    return _Checked(_identity(path), info, md5)
+
+
 def check_fits(info: ImageInfo, release: Release, device: DeviceFirmware) -> None:
     """Raise FirmwareMismatchError unless the image fits both the release and the device.
 
@@ -169,6 +203,11 @@ class FirmwareStore:
         self._entries: OrderedDict[str, int] = OrderedDict()  # sha256 -> size, LRU first
         self._pins: Counter[str] = Counter()
         self._md5_to_sha256: dict[str, str] = {}  # Web Tools releases seen in this run
+        # A stored file is read in full again before each use, unless it is unchanged on
+        # disk (_FileIdentity) since the last read: 50 devices taking one image cost
+        # one read, not 50 in a row (the devices check the SHA-256 themselves too).
+        self._checked: dict[str, _Checked] = {}
+        self._rereads: dict[tuple[str, str | None], asyncio.Future[StoredImage | None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._loaded = False
         self._load_lock = asyncio.Lock()
@@ -222,16 +261,17 @@ class FirmwareStore:
                 f"{self.max_bytes}"
             )
         await self._load()
-        key = release.sha256 or f"md5:{release.md5}"
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            image = await self._cached(release)
-            if image is None:
-                image = await self._download(release, device)
-            else:
-                check_fits(image.info, release, device)
-            self._entries.move_to_end(image.sha256)
-            return image
+        image = await self._cached(release)
+        if image is None:
+            key = release.sha256 or f"md5:{release.md5}"
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                # A fetch that held the lock before may have just stored it.
+                image = await self._cached(release)
+                if image is None:
+                    image = await self._download(release, device)
+        check_fits(image.info, release, device)
+        self._entries.move_to_end(image.sha256)
+        return image
 
     async def _load(self) -> None:
         """Read the folder once: images kept from an earlier run, oldest use first."""
@@ -266,7 +306,6 @@ class FirmwareStore:
         sha256 = release.sha256 or self._md5_to_sha256.get(release.md5 or "")
         if sha256 is None or sha256 not in self._entries:
             return None
-        path = self.path_for(sha256)
         size = self._entries[sha256]
         if release.size is not None and release.size != size:
             # The image with this SHA-256 is known to have another size: the release is
@@ -275,31 +314,41 @@ class FirmwareStore:
                 f"{release.url}: the release says {release.size} bytes, the image with "
                 f"SHA-256 {sha256} has {size}"
             )
+        # Fetches that come together share one re-read (one worker-thread call, instead of
+        # one after another under the fetch lock), and only it may forget the file.
+        md5 = release.md5 if release.sha256 is None else None
+        key = (sha256, md5)
+        reread = self._rereads.get(key)
+        if reread is None:
+            reread = asyncio.ensure_future(self._reread(sha256, size, md5))
+            self._rereads[key] = reread
+            reread.add_done_callback(lambda _: self._rereads.pop(key, None))
+        return await asyncio.shield(reread)
+
+    async def _reread(self, sha256: str, size: int, md5: str | None) -> StoredImage | None:
+        path = self.path_for(sha256)
+        known = self._checked.pop(sha256, None)
         try:
-            info, md5 = await asyncio.to_thread(self._recheck, path, size, release.md5)
+            checked = await asyncio.to_thread(_recheck, path, size, md5 is not None, known)
         except (OSError, ImageError) as err:  # gone, or altered into a broken image
             _LOGGER.warning("Stored firmware %s is damaged (%s); downloading it again", path, err)
-            info, md5 = None, None
+            checked = None
         if (
-            info is None
-            or info.file_sha256 != sha256
-            or (release.sha256 is None and md5 != release.md5)
+            checked is None
+            or checked.info.file_sha256 != sha256
+            or (md5 is not None and checked.md5 != md5)
         ):
-            if info is not None:
+            if checked is not None:
                 _LOGGER.warning("Stored firmware %s was altered; downloading it again", path)
             await self._forget(sha256)
             return None
-        await asyncio.to_thread(os.utime, path)  # its use, for the order after a restart
+        self._checked[sha256] = checked
+        info = checked.info
         return StoredImage(path=path, sha256=sha256, size=info.file_size, info=info)
-
-    @staticmethod
-    def _recheck(path: Path, size: int, md5: str | None) -> tuple[ImageInfo | None, str | None]:
-        if path.stat().st_size != size:
-            return None, None
-        return _verify_file(path, md5 is not None)
 
     async def _forget(self, sha256: str) -> None:
         self._entries.pop(sha256, None)
+        self._checked.pop(sha256, None)
         await asyncio.to_thread(self.path_for(sha256).unlink, missing_ok=True)
 
     async def _download(self, release: Release, device: DeviceFirmware) -> StoredImage:
@@ -311,13 +360,15 @@ class FirmwareStore:
             self._check_integrity(release, info, download)
             check_fits(info, release, device)
             final = self.path_for(info.file_sha256)
-            await asyncio.to_thread(temporary.replace, final)
+            identity = await asyncio.to_thread(self._publish, temporary, final)
         except BaseException:
             # Shielded: a cancelled fetch must still remove its temporary file.
             await asyncio.shield(asyncio.to_thread(self._discard, download, temporary))
             raise
         if release.md5 is not None:
             self._md5_to_sha256[release.md5] = info.file_sha256
+        md5 = download.md5.hexdigest() if download.md5 is not None else None
+        self._checked[info.file_sha256] = _Checked(identity, info, md5)
         self._entries[info.file_sha256] = info.file_size
         self._entries.move_to_end(info.file_sha256)
         _LOGGER.debug(
@@ -325,6 +376,11 @@ class FirmwareStore:
         )
         await self._evict(keep=info.file_sha256)
         return StoredImage(path=final, sha256=info.file_sha256, size=info.file_size, info=info)
+
+    @staticmethod
+    def _publish(temporary: Path, final: Path) -> _FileIdentity:
+        temporary.replace(final)
+        return _identity(final)
 
     def _temporary_file(self) -> tuple[BinaryIO, Path]:
         descriptor, name = tempfile.mkstemp(prefix=_PARTIAL_PREFIX, dir=self.folder)
