@@ -121,7 +121,7 @@ class FirmwareService:
         )
         self._jobs: dict[str, dict[str, Any]] = {}  # MAC -> the device's last job record
         self._server: FirmwareServer | None = None
-        self._server_lock = asyncio.Lock()
+        self._server_changing: asyncio.Event | None = None  # set once the change is done
 
     async def async_load(self) -> None:
         """Read the stored jobs (an update running when Home Assistant stopped)."""
@@ -153,28 +153,42 @@ class FirmwareService:
 
     async def async_server_for(self, advertised_host: str) -> FirmwareServer:
         """The running server, its certificate valid for the host devices are told to use."""
-        async with self._server_lock:
+        while True:
             server = self._server
             if server is not None and server.certificate.covers(advertised_host):
                 return server
-            hosts = [advertised_host]
-            if server is not None:
-                hosts += server.certificate.hosts()
-            certificate = await self.hass.async_add_executor_job(
-                load_or_create_certificate, self.folder / "server", hosts
+            if (changed := self._server_changing) is not None:
+                # Being started (or given a new certificate) for another install: wait for
+                # that, then look again, all together rather than one after another.
+                await changed.wait()
+                continue
+            changed = self._server_changing = asyncio.Event()
+            try:
+                await self._async_serve_host(advertised_host)
+            finally:
+                self._server_changing = None
+                changed.set()
+
+    async def _async_serve_host(self, advertised_host: str) -> None:
+        """Start the server, or renew its certificate, so that it covers the host."""
+        server = self._server
+        hosts = [advertised_host]
+        if server is not None:
+            hosts += server.certificate.hosts()
+        certificate = await self.hass.async_add_executor_job(
+            load_or_create_certificate, self.folder / "server", hosts
+        )
+        if server is None:
+            server = FirmwareServer(
+                host=const.FIRMWARE_SERVER_HOST,
+                port=const.FIRMWARE_SERVER_PORT,
+                certificate=certificate,
             )
-            if server is None:
-                server = FirmwareServer(
-                    host=const.FIRMWARE_SERVER_HOST,
-                    port=const.FIRMWARE_SERVER_PORT,
-                    certificate=certificate,
-                )
-                await server.start()
-                self._server = server
-                _LOGGER.debug("Firmware server listening on port %s", server.port)
-            else:
-                await server.set_certificate(certificate)
-            return server
+            await server.start()
+            self._server = server
+            _LOGGER.debug("Firmware server listening on port %s", server.port)
+        else:
+            await server.set_certificate(certificate)
 
     @property
     def server(self) -> FirmwareServer | None:

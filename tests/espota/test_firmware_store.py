@@ -214,13 +214,40 @@ async def test_a_release_with_a_known_sha256_but_another_size_is_refused(
 
 
 async def test_concurrent_fetches_of_one_release_download_once(
-    store: FirmwareStore, release_server: ReleaseServer
+    store: FirmwareStore, release_server: ReleaseServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One fetch downloads; the others wait for it, then share one look at the new file."""
+    looks: list[Path] = []
+    recheck = firmware_store._recheck
+
+    def counting_recheck(path: Path, *args: Any) -> Any:
+        looks.append(path)
+        return recheck(path, *args)
+
+    monkeypatch.setattr(firmware_store, "_recheck", counting_recheck)
     data = image()
     release = release_for(release_server.add("garden.bin", data), data)
     results = await asyncio.gather(*(store.fetch(release, DEVICE) for _ in range(5)))
     assert len({result.path for result in results}) == 1
     assert release_server.requests == ["/garden.bin"]
+    assert looks == [results[0].path]
+
+
+async def test_a_fetch_waiting_for_a_failed_download_downloads_itself(
+    store: FirmwareStore, release_server: ReleaseServer
+) -> None:
+    """The image did not fit the first fetch's device, so it was not kept: the fetch that
+    waited for that download, for a device it fits, downloads it again."""
+    data = image(min_chip_rev_full=300)
+    release = release_for(release_server.add("garden.bin", data), data)
+    old_device = replace(DEVICE, chip_revision=100)
+    refused, stored = await asyncio.gather(
+        store.fetch(release, old_device), store.fetch(release, DEVICE), return_exceptions=True
+    )
+    assert isinstance(refused, FirmwareMismatchError)
+    assert isinstance(stored, StoredImage)
+    assert stored.path.read_bytes() == data
+    assert release_server.requests == ["/garden.bin", "/garden.bin"]
 
 
 async def test_a_large_image_streams_through_in_batches(

@@ -115,6 +115,27 @@ async def test_unreadable_stored_job_is_ignored(
     assert "unreadable stored update job" in caplog.text
 
 
+async def test_installs_starting_together_share_one_server(
+    hass: HomeAssistant, socket_enabled: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installs that ask at once wait for the one start; a host the certificate does not
+    cover gets it renewed (covering both), on the same server."""
+    monkeypatch.setattr("custom_components.esp_ota.const.FIRMWARE_SERVER_HOST", "127.0.0.1")
+    monkeypatch.setattr("custom_components.esp_ota.const.FIRMWARE_SERVER_PORT", 0)
+    service = FirmwareService(hass)
+    try:
+        servers = await asyncio.gather(*(service.async_server_for("127.0.0.1") for _ in range(5)))
+        assert len({id(server) for server in servers}) == 1
+        server = servers[0]
+        assert server.port > 0  # listening
+        assert await service.async_server_for("127.0.0.2") is server
+        assert server.certificate.covers("127.0.0.1")
+        assert server.certificate.covers("127.0.0.2")
+    finally:
+        await service.async_close()
+    assert service.server is None
+
+
 def finished(result: str, reason: str | None = None, error: str | None = None) -> dict[str, Any]:
     return {
         "name": "garden 34:56",

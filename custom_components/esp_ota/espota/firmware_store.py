@@ -208,7 +208,7 @@ class FirmwareStore:
         # one read, not 50 in a row (the devices check the SHA-256 themselves too).
         self._checked: dict[str, _Checked] = {}
         self._rereads: dict[tuple[str, str | None], asyncio.Future[StoredImage | None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._downloading: dict[str, asyncio.Event] = {}  # set when the download ends
         self._loaded = False
         self._load_lock = asyncio.Lock()
 
@@ -261,14 +261,20 @@ class FirmwareStore:
                 f"{self.max_bytes}"
             )
         await self._load()
-        image = await self._cached(release)
-        if image is None:
-            key = release.sha256 or f"md5:{release.md5}"
-            async with self._locks.setdefault(key, asyncio.Lock()):
-                # A fetch that held the lock before may have just stored it.
-                image = await self._cached(release)
-                if image is None:
-                    image = await self._download(release, device)
+        key = release.sha256 or f"md5:{release.md5}"
+        while (image := await self._cached(release)) is None:
+            if (ended := self._downloading.get(key)) is not None:
+                # Another fetch is downloading it: wait for that to end, then look again,
+                # all together (one shared look at the new file, not one after another).
+                await ended.wait()
+                continue
+            ended = self._downloading[key] = asyncio.Event()
+            try:
+                image = await self._download(release, device)
+            finally:
+                del self._downloading[key]
+                ended.set()
+            break
         check_fits(image.info, release, device)
         self._entries.move_to_end(image.sha256)
         return image
