@@ -245,6 +245,10 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         finally:
             self._taps.discard(tap)
 
+    @property
+    def _installing(self) -> bool:
+        return self.installer is not None and self.installer.in_progress
+
     def handle_event(self, event: DeviceEvent) -> None:
         """Fold one pushed event into the live progress."""
         self.last_event = event
@@ -257,8 +261,8 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                 progress.phase = OtaPhase.DOWNLOADING
                 progress.bytes_written = event.bytes_written or progress.bytes_written
                 progress.image_size = event.image_size or progress.image_size
-                if self.installer is not None and self.installer.in_progress:
-                    return  # the install shows its own progress, and notifies at its pace
+                if self._installing:
+                    return
                 # A device reports every 4 KiB: rewrite the entities when the whole
                 # percentage moves, or a second has passed, not hundreds of times.
                 now = time.monotonic()
@@ -281,6 +285,10 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                     progress.phase = OtaPhase.REBOOTING
             case _:
                 pass
+        if self._installing:
+            # The install shows its own steps and progress, notifies at its pace, and
+            # reads the device itself when its events say it is time.
+            return
         self.async_update_listeners()
         if event.type in _REFRESH_AFTER:
             self.hass.async_create_task(self.async_request_refresh(), eager_start=True)

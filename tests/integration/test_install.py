@@ -255,10 +255,21 @@ async def test_good_update_is_verified_and_confirmed(
         elif percentage is not None:
             percentages.append(percentage)
 
+    rewrites: list[UpdateStep | None] = []  # the step at each rewrite of every entity
+
+    def rewritten() -> None:
+        if installer.in_progress:
+            rewrites.append(installer.record.step if installer.record else None)
+
     unsubscribe = hass.bus.async_listen("state_changed", callback(sample))
+    stop_counting = entry.runtime_data.device.async_add_listener(rewritten)
     await install(hass)
     unsubscribe()
+    stop_counting()
 
+    # The entities are rewritten at the install's steps, not again at each device event
+    # (start, connected, get_img_desc, verify_chip_id, ...); progress moves only its own.
+    assert len(rewrites) <= len(set(rewrites)) + 1, rewrites
     assert state_of(hass, FIRMWARE) == STATE_OFF
     assert state_attr(hass, FIRMWARE, ATTR_INSTALLED_VERSION) == "1.1.0"
     assert state_attr(hass, FIRMWARE, ATTR_IN_PROGRESS) is False
