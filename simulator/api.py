@@ -66,6 +66,43 @@ def encode_event(event: OtaEvent) -> bytes:
     return f"id: {event.id}\nevent: {event.type.value}\ndata: {data}\n\n".encode()
 
 
+class _TlsAcceptor(asyncio.Protocol):
+    """One accepted TCP connection, upgraded to TLS here rather than by the listening
+    server: a client that leaves mid-handshake (a cancelled request, Home Assistant
+    stopping) is then a quiet end of this connection, as on a device, and not an error
+    the event loop reports (asyncio does, for servers made with ssl=, in debug mode)."""
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        app_protocol: Callable[[], asyncio.BaseProtocol],
+        upgrades: set[asyncio.Task[None]],
+    ) -> None:
+        self._context = context
+        self._app_protocol = app_protocol
+        self._upgrades = upgrades
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello waits for the TLS layer
+        task = asyncio.get_running_loop().create_task(self._upgrade(transport))
+        self._upgrades.add(task)
+        task.add_done_callback(self._upgrades.discard)
+
+    async def _upgrade(self, transport: asyncio.Transport) -> None:
+        protocol = self._app_protocol()
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport, protocol, self._context, server_side=True
+            )
+        except (OSError, ssl.SSLError) as err:
+            _LOGGER.debug("TLS handshake with a client failed: %s", err)
+            transport.close()
+            return
+        assert tls is not None  # typed optional; asyncio always returns the TLS transport
+        protocol.connection_made(tls)
+
+
 class DeviceApiServer:
     """Serves one device's API; implements the device's network (go_offline/go_online)."""
 
@@ -84,6 +121,7 @@ class DeviceApiServer:
         self._ssl: ssl.SSLContext | None = None  # made on the first go_online (file I/O)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
+        self._upgrades: set[asyncio.Task[None]] = set()  # connections in their handshake
         self._closed = False
         # Open event streams: each one's "stop" event and the task serving it.
         self._streams: dict[asyncio.Event, asyncio.Task[Any]] = {}
@@ -122,8 +160,12 @@ class DeviceApiServer:
         # The listening server is ours, not an aiohttp site: going offline must stop it
         # accepting before it closes (see go_offline).
         try:
+            context, handlers = self._ssl, runner.server
             listener = await asyncio.get_running_loop().create_server(
-                runner.server, self.host, self.port, ssl=self._ssl, reuse_address=True
+                lambda: _TlsAcceptor(context, handlers, self._upgrades),
+                self.host,
+                self.port,
+                reuse_address=True,
             )
         except BaseException:
             await runner.cleanup()
@@ -156,6 +198,10 @@ class DeviceApiServer:
         if listener is not None:
             # A restarting chip also drops connections still in their TLS handshake.
             listener.close_clients()
+        for upgrade in list(self._upgrades):
+            upgrade.cancel()
+        if self._upgrades:
+            await asyncio.wait(list(self._upgrades))
 
     def closed(self) -> bool:
         """Whether close() was called: the port stays shut from then on."""
