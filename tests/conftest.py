@@ -20,3 +20,11 @@ def esp_images_dir() -> Path:
             "(they come from ../shared/testdata, which only the project's own machines have)"
         )
     return SHARED_ESP_IMAGES
+
+
+@pytest.fixture
+def hass_config_dir(hass_tmp_config_dir: str) -> str:
+    """Each test's Home Assistant gets its own config folder (the plugin's way): the
+    firmware cache, server certificate and stored jobs of one test never reach another,
+    nor the installed plugin's shared testing_config."""
+    return hass_tmp_config_dir

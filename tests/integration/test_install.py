@@ -27,6 +27,7 @@ from homeassistant.const import ATTR_ENTITY_ID, STATE_OFF, STATE_ON, STATE_UNAVA
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.util import ssl as ssl_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.esp_ota import installer as installer_module
@@ -501,9 +502,14 @@ async def test_direct_mode_downloads_from_the_feed_host(
     sim_device: SimDevice,
     release_server: ReleaseServer,
     https_files: HttpsFileServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """In direct mode the device pulls from the release's own HTTPS URL, pinned to the
     certificate that host presents; Home Assistant still verified the image first."""
+    # A feed host's certificate is one Home Assistant trusts (a public CA's); this one is
+    # self-signed, so its client context (made when its session first connects) trusts it.
+    trusting = ssl.create_default_context(cadata=https_files.cert_pem)
+    monkeypatch.setattr(ssl_util, "client_context", lambda *_args: trusting)
     image = image_of("1.1.0")
     release_server.publish("1.1.0", image, url=https_files.add("/garden-1.1.0.bin", image))
     starts = StartCounter(sim_device)
