@@ -419,6 +419,7 @@ class UpdateJob:
         self._device_bytes = 0
         self._served_bytes = 0
         self._last_attempt_s = min(LAST_ATTEMPT_S, timeouts.start_s)
+        self._started_here = False  # this run sent the start the device accepted
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -572,6 +573,7 @@ class UpdateJob:
 
     def _adopt(self, ota_id: str | None) -> None:
         self.record.ota_id = ota_id
+        self._started_here = True
         self._set_step(UpdateStep.DOWNLOADING)
 
     # --- following the download ---------------------------------------------------------------
@@ -600,7 +602,9 @@ class UpdateJob:
         record, timeouts = self.record, self._timeouts
         moved_at = self._clock()  # the stall clock
         lost_since: float | None = None  # unreachable since
-        next_poll = self._clock()
+        # A download this run just started is followed by its events first (the device
+        # answered a moment ago); one resumed after a restart is asked at once.
+        next_poll = self._clock() + (timeouts.poll_s if self._started_here else 0.0)
         while record.step in _FOLLOWING:
             event = await self._next_event(queue, next_poll)
             moved = self._advance(None)
