@@ -223,7 +223,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
 
     async def _listen(self) -> None:
         try:
-            async for event in self.client.events():
+            async for event in self.client.events(on_reconnect=self._stream_reconnected):
                 self.handle_event(event)
                 for tap in self._taps:
                     tap.put_nowait(event)
@@ -233,6 +233,12 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         except DeviceUnauthorizedError, CertificateMismatchError:
             # The next poll raises the matching reauth flow or repair issue.
             await self.async_request_refresh()
+
+    def _stream_reconnected(self) -> None:
+        """The stream is back after a gap (a restart, the network): read the device now
+        rather than at the next poll; an install reads it itself."""
+        if not self._installing:
+            self.hass.async_create_task(self.async_request_refresh(), eager_start=True)
 
     async def events(self) -> AsyncIterator[DeviceEvent]:
         """The device's pushed events from now on, for as long as the caller iterates (the

@@ -391,7 +391,9 @@ async def test_reconnects_with_last_event_id(
     stub.stream(sse(1, "start") + sse(2, "connected"), None, sse(3, "reboot"))
     client = client_of(stub, session)
     seen: list[int] = []
-    async with contextlib.aclosing(client.events()) as events:  # type: ignore[type-var]
+    reconnected: list[int] = []  # events seen when a stream was accepted again
+    stream = client.events(on_reconnect=lambda: reconnected.append(len(seen)))
+    async with contextlib.aclosing(stream) as events:  # type: ignore[type-var]
         async for event in events:
             seen.append(event.id)
             if event.type is EventType.REBOOT:
@@ -399,6 +401,8 @@ async def test_reconnects_with_last_event_id(
     assert seen == [1, 2, 3]
     last_ids = [request.headers.get("Last-Event-ID") for request in stub.requests]
     assert last_ids == [None, "2", "2"]
+    # Not at the first connection, nor at the refused one (503): at the one accepted again.
+    assert reconnected == [2]
 
 
 async def test_backoff_doubles_to_its_bound_and_resets(

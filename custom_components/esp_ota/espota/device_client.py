@@ -452,7 +452,9 @@ class DeviceClient:
         """Whether the injected session was closed (read anew at every call)."""
         return self._session.closed
 
-    async def events(self, *, reconnect: bool = True) -> AsyncIterator[DeviceEvent]:
+    async def events(
+        self, *, reconnect: bool = True, on_reconnect: Callable[[], None] | None = None
+    ) -> AsyncIterator[DeviceEvent]:
         """The device's events, as they happen.
 
         With `reconnect`, a dropped stream (a reboot, a network blip, a silent device) is
@@ -462,14 +464,19 @@ class DeviceClient:
         certificate errors always end the stream. It ends quietly when the injected
         session is closed (Home Assistant shutting down). To stop it otherwise, leave the
         `async for` (wrap it in `contextlib.aclosing` to close the connection at once) or
-        cancel the task iterating it.
+        cancel the task iterating it. `on_reconnect` is called each time a stream is
+        accepted again after one ended: the device may have changed meanwhile (a restart
+        empties its event ring, so no event tells).
         """
         last_id: int | None = None
         pause = EVENT_RECONNECT_MIN_S
+        ended_once = False
 
         def connected() -> None:
             nonlocal pause
             pause = EVENT_RECONNECT_MIN_S
+            if ended_once and on_reconnect is not None:
+                on_reconnect()
 
         while not self._session_closed():
             try:
@@ -483,6 +490,7 @@ class DeviceClient:
                     return  # the stream broke because its session was closed
                 if not reconnect:
                     raise
+            ended_once = True
             _LOGGER.debug("%s: event stream ended; reconnecting in %.2f s", self.host, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, EVENT_RECONNECT_MAX_S)
