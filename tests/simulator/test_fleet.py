@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -60,19 +61,31 @@ def test_identities() -> None:
 
 async def test_faults_secret_and_base_port(socket_enabled: None) -> None:
     """Faults apply to all devices or one; one secret for all; consecutive ports."""
-    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    base = probe.sockets[0].getsockname()[1] + 1
-    probe.close()
-    await probe.wait_closed()
-    fleet = Fleet(
-        FleetOptions(
-            count=2,
-            base_port=base,
-            secret="shared",
-            faults={None: {"crash_versions": {"2.0.0"}}, 1: {"never_come_back": True}},
+    for _attempt in range(10):
+        # Two free consecutive ports, as far as can be known: another process (the test
+        # run's browser, Home Assistant) may take one before the fleet binds; then again.
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        base = probe.sockets[0].getsockname()[1] + 1
+        probe.close()
+        await probe.wait_closed()
+        fleet = Fleet(
+            FleetOptions(
+                count=2,
+                base_port=base,
+                secret="shared",
+                faults={None: {"crash_versions": {"2.0.0"}}, 1: {"never_come_back": True}},
+            )
         )
-    )
-    members = await fleet.start()
+        try:
+            members = await fleet.start()
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise
+            await fleet.stop()
+            continue
+        break
+    else:
+        pytest.fail("no two consecutive free ports in 10 tries")
     try:
         assert [member.port for member in members] == [base, base + 1]
         assert {member.secret for member in members} == {"shared"}
