@@ -83,6 +83,7 @@ from pytest_homeassistant_custom_component.common import (
     async_test_home_assistant,
 )
 
+from benchmarks.bench_firmware_server import rss_kib
 from benchmarks.bench_ha_startup import entry_for, plain_resolver, update_entity_ids, wait_until
 from custom_components.esp_ota import const
 from custom_components.esp_ota.const import (
@@ -111,14 +112,6 @@ STATE_POLL_S = 0.1
 
 # Per device: bytes of the phase's image delivered so far, None while not started.
 type Progress = Callable[[], list[int | None]]
-
-
-def rss_kib() -> int:
-    """Resident set size of this process in KiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 @dataclass
