@@ -333,7 +333,7 @@ class FirmwareStore:
 
     async def _reread(self, sha256: str, size: int, md5: str | None) -> StoredImage | None:
         path = self.path_for(sha256)
-        known = self._checked.pop(sha256, None)
+        known = self._checked.get(sha256)
         try:
             checked = await asyncio.to_thread(_recheck, path, size, md5 is not None, known)
         except (OSError, ImageError) as err:  # gone, or altered into a broken image
