@@ -419,7 +419,8 @@ class UpdateJob:
         self._device_bytes = 0
         self._served_bytes = 0
         self._last_attempt_s = min(LAST_ATTEMPT_S, timeouts.start_s)
-        self._started_here = False  # this run sent the start the device accepted
+        # This run saw the device take the start (its answer, or its status just read).
+        self._started_here = False
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -602,8 +603,8 @@ class UpdateJob:
         record, timeouts = self.record, self._timeouts
         moved_at = self._clock()  # the stall clock
         lost_since: float | None = None  # unreachable since
-        # A download this run just started is followed by its events first (the device
-        # answered a moment ago); one resumed after a restart is asked at once.
+        # A download whose start this run just saw is followed by its events first (the
+        # device answered a moment ago); one resumed mid-download is asked at once.
         next_poll = self._clock() + (timeouts.poll_s if self._started_here else 0.0)
         while record.step in _FOLLOWING:
             event = await self._next_event(queue, next_poll)
