@@ -24,7 +24,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from custom_components.esp_ota.espota.device_client import DeviceClient, ImageState, OtaState
+from custom_components.esp_ota.espota.device_client import (
+    DeviceClient,
+    ImageState,
+    OtaState,
+    OtaStatus,
+)
 from custom_components.esp_ota.espota.errors import (
     EspOtaError,
     FeedConnectionError,
@@ -435,6 +440,29 @@ async def test_events_carry_the_progress_between_polls(
     polls = download_s / timeouts.poll_s + 1
     assert len({p for p in store.percentages() if 0 < p < 100}) > 2 * polls
     assert time.monotonic() - began < 6
+
+
+async def test_a_download_it_started_is_followed_by_events_before_any_poll(
+    start_sim: StartSim, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device has just taken the start: the job follows its events, and GET /ota is
+    for when they stop (one request less per device as an install begins)."""
+    sim = await start_sim()
+    sim.device.faults.slow_link_bytes_per_s = 128_000
+    timeouts = JobTimeouts(start_s=1, stall_s=2, reboot_s=3, confirm_s=2, total_s=10, poll_s=0.5)
+    job = job_for(sim, Source(image_server, make_image(NEW)), Store(), timeouts=timeouts)
+    polled: list[tuple[UpdateStep, int]] = []  # the job's step and bytes at each GET /ota
+    ota_status = sim.client.ota_status
+
+    async def watched() -> OtaStatus:
+        polled.append((job.record.step, job.record.bytes_written))
+        return await ota_status()
+
+    monkeypatch.setattr(sim.client, "ota_status", watched)
+    record = await job.run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    assert polled[0] == (UpdateStep.STARTING, 0)  # what the device ran before the start
+    assert all(written > 0 for step, written in polled if step is UpdateStep.DOWNLOADING)
 
 
 async def test_progress_follows_the_device_not_the_server(
