@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -475,6 +476,31 @@ async def test_a_client_that_leaves_is_forgotten(serve: ServeDevice) -> None:
             served.device._emit(OtaEventType.REBOOT, ota_id=None)  # any event will do
             await asyncio.sleep(0.02)
     assert served.device.online
+
+
+async def test_a_client_that_leaves_mid_handshake_ends_quietly(serve: ServeDevice) -> None:
+    """A client that resets its connection during the TLS handshake (a cancelled request,
+    Home Assistant stopping) ends that connection only: no event-loop error (asyncio
+    reports one for servers made with ssl=, in debug mode), and the device serves on."""
+    served = await serve()
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    loop.set_debug(True)
+    try:
+        for _ in range(5):
+            _, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+            writer.write(b"\x16\x03\x01\x00\xc8\x01")  # the start of a ClientHello
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, mid-handshake
+        await asyncio.sleep(0.2)
+    finally:
+        loop.set_debug(False)
+        loop.set_exception_handler(None)
+    assert errors == []
+    assert (await served.client.info()).version == served.device.info().version
 
 
 async def test_replay_and_live_events_are_not_sent_twice(
