@@ -318,12 +318,13 @@ class DeviceApiServer:
 
         try:
             await response.prepare(request)
+            # Every stream starts with a comment: the client has its answer at once, even
+            # when there is nothing to replay (a firmware's first chunk sends the headers).
+            await response.write(b": connected\n\n")
             last_id = request.headers.get("Last-Event-ID", "")
             if last_id.isdigit():
                 for event in self.device.events_since(int(last_id)):
                     await send(event)
-            else:
-                await response.write(b": connected\n\n")
             stopping = asyncio.ensure_future(stop.wait())
             getter: asyncio.Future[OtaEvent] | None = None
             try:

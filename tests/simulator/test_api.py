@@ -297,8 +297,10 @@ async def test_last_event_id_replays_missed_events(
     ) as response:
         assert response.headers["Content-Type"] == "text/event-stream"
         text = b""
-        while text.count(b"\n\n") < len(missed) - 1:
+        # The ": connected" comment, then the events after the one the client names.
+        while text.count(b"\n\n") < len(missed):
             text += await asyncio.wait_for(response.content.readany(), 5)
+    assert text.startswith(b": connected\n\n")
     ids = [int(line[4:]) for line in text.decode().splitlines() if line.startswith("id: ")]
     assert ids == [event.id for event in missed[1:]]
 
@@ -522,6 +524,7 @@ async def test_replay_and_live_events_are_not_sent_twice(
     async with served.session.get(
         served.url + "/api/v1/events", headers=headers, ssl=auth(served)["ssl"]
     ) as response:
+        assert await response.content.readuntil(b"\n\n") == b": connected\n\n"
         text = await response.content.readuntil(b"\n\n")
         text += await response.content.readuntil(b"\n\n")
         served.device._emit(OtaEventType.FINISH, ota_id="a")
