@@ -156,8 +156,12 @@ def _built_factory_image(chip: str, firmware: FactoryFirmware) -> bytes:
 
 def validate_request(request: OtaRequest, slot_size: int) -> None:
     """Refuse a request the firmware cannot act on (EspError with the reason)."""
-    url = URL(request.url)
-    if url.scheme != "https" or not url.host:
+    try:
+        url = URL(request.url)
+        host = url.host  # yarl checks the authority (port, brackets) when it is read
+    except ValueError:
+        host = None
+    if not host or url.scheme != "https":
         raise EspError(ESP_ERR_INVALID_ARG, f"url must be an https:// URL, got {request.url!r}")
     digest = request.sha256.lower()
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):

@@ -17,6 +17,7 @@ from simulator.device import (
     DeviceConfig,
     FactoryFirmware,
     SimulatedDevice,
+    validate_request,
 )
 from simulator.esp_err import (
     ESP_ERR_INVALID_ARG,
@@ -25,9 +26,10 @@ from simulator.esp_err import (
     ESP_ERR_OTA_ROLLBACK_FAILED,
     ESP_ERR_OTA_ROLLBACK_INVALID_STATE,
     ESP_FAIL,
+    EspError,
 )
 from simulator.faults import FaultPlan
-from simulator.model import DeviceRefusedError, ImageState, OtaEventType, OtaState
+from simulator.model import DeviceRefusedError, ImageState, OtaEventType, OtaRequest, OtaState
 from simulator.otadata import OtaImgState
 from simulator.pace import Pace
 
@@ -539,3 +541,27 @@ async def test_real_esp_idf_images(
     assert info.idf_ver == "v5.0-beta1-427-g4532e6e0b2-dirt"
     device.confirm()
     assert device.info().image_state is ImageState.VALID
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://127.0.0.1:99999/fw.bin",  # a port out of range
+        "https://[::1/fw.bin",  # an unclosed IPv6 bracket
+        "https://user@/fw.bin",  # no host
+        "https://:443/fw.bin",
+        "https:///fw.bin",
+    ],
+)
+def test_a_url_without_a_usable_host_is_an_invalid_argument(url: str) -> None:
+    """URLs yarl cannot read are refused like any other bad URL (400), not a server error."""
+    request = OtaRequest(
+        url=url,
+        sha256="00" * 32,
+        size=4096,
+        version="2.0.0",
+        cert_pem=make_certificate().cert_pem,
+    )
+    with pytest.raises(EspError) as refused:
+        validate_request(request, 1024 * 1024)
+    assert refused.value.name == ESP_ERR_INVALID_ARG
