@@ -515,6 +515,9 @@ static void boot(int argc, char **argv)
 __attribute__((constructor(101))) static void olx_boot_constructor(int argc, char **argv, char **envp)
 {
     (void)envp;
+    /* lwIP has no SIGPIPE: a write to a socket its peer closed returns an error there.
+     * Linux would kill the device instead (esp_http_server sends without MSG_NOSIGNAL). */
+    signal(SIGPIPE, SIG_IGN);
     boot(argc, argv);
 }
 
