@@ -240,3 +240,66 @@ async def wait_for_event_stream(sim: SimDevice) -> None:
     Unloading an entry while its listener is still in the TLS handshake resets that
     connection, which asyncio reports as an error in debug mode (the tests' mode)."""
     await wait_for(lambda: sim.server.open_streams == 1)
+
+
+@dataclass
+class ReleaseServer:
+    """A feed and its images on 127.0.0.1 (http, as a LAN file server often is)."""
+
+    url: str = ""
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    image_requests: int = 0
+    image_delay_s: float = 0.0  # a slow file server: the install stays in "preparing"
+
+    def publish(
+        self,
+        version: str,
+        image: bytes,
+        *,
+        sha256: str | None = None,
+        chip: str = CHIP,
+        url: str | None = None,
+    ) -> None:
+        """List a release (sha256 and chip as the feed claims them) and serve its image."""
+        name = f"garden-{version}.bin"
+        self.files[name] = image
+        self.releases.append(
+            {
+                "project": PROJECT,
+                "chip": chip,
+                "version": version,
+                "channel": "stable",
+                "url": url or name,
+                "size": len(image),
+                "sha256": sha256 or hashlib.sha256(image).hexdigest(),
+                "summary": f"Garden {version}",
+            }
+        )
+
+    async def feed(self, request: web.Request) -> web.Response:
+        body = {"format": "esp-ota-feed", "format_version": 1, "releases": self.releases}
+        return web.json_response(body)
+
+    async def file(self, request: web.Request) -> web.StreamResponse:
+        self.image_requests += 1
+        await asyncio.sleep(self.image_delay_s)
+        data = self.files.get(request.match_info["name"])
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+
+@pytest.fixture
+async def release_server(socket_enabled: None) -> AsyncIterator[ReleaseServer]:
+    """Serves /feed.json and the images it lists."""
+    server = ReleaseServer()
+    app = web.Application()
+    app.router.add_get("/feed.json", server.feed)
+    app.router.add_get("/{name}", server.file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed.json"
+    yield server
+    await runner.cleanup()

@@ -5,16 +5,13 @@ says why. No mock of the device, the feed server or the firmware server."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import ssl
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from homeassistant.components.update.const import (
     ATTR_IN_PROGRESS,
     ATTR_INSTALLED_VERSION,
@@ -45,7 +42,7 @@ from simulator.model import OtaEventType
 from tests.simulator.firmware_server import FirmwareServer as HttpsFileServer
 from tests.simulator.firmware_server import start_firmware_server
 
-from .conftest import CHIP, PROJECT, SimDevice, StartDevice, make_entry
+from .conftest import CHIP, PROJECT, ReleaseServer, SimDevice, StartDevice, make_entry
 
 FIRMWARE = "update.garden_34_56_firmware"
 OTA_STATE = "sensor.garden_34_56_update_state"
@@ -68,69 +65,6 @@ def firmware_server_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 def image_of(version: str, *, chip: str = CHIP, project: str = PROJECT) -> bytes:
     """A firmware image of the garden project."""
     return build_app_image(project=project, version=version, chip=chip, size=IMAGE_SIZE)
-
-
-@dataclass
-class ReleaseServer:
-    """A feed and its images on 127.0.0.1 (http, as a LAN file server often is)."""
-
-    url: str = ""
-    releases: list[dict[str, Any]] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict)
-    image_requests: int = 0
-    image_delay_s: float = 0.0  # a slow file server: the install stays in "preparing"
-
-    def publish(
-        self,
-        version: str,
-        image: bytes,
-        *,
-        sha256: str | None = None,
-        chip: str = CHIP,
-        url: str | None = None,
-    ) -> None:
-        """List a release (sha256 and chip as the feed claims them) and serve its image."""
-        name = f"garden-{version}.bin"
-        self.files[name] = image
-        self.releases.append(
-            {
-                "project": PROJECT,
-                "chip": chip,
-                "version": version,
-                "channel": "stable",
-                "url": url or name,
-                "size": len(image),
-                "sha256": sha256 or hashlib.sha256(image).hexdigest(),
-                "summary": f"Garden {version}",
-            }
-        )
-
-    async def feed(self, request: web.Request) -> web.Response:
-        body = {"format": "esp-ota-feed", "format_version": 1, "releases": self.releases}
-        return web.json_response(body)
-
-    async def file(self, request: web.Request) -> web.StreamResponse:
-        self.image_requests += 1
-        await asyncio.sleep(self.image_delay_s)
-        data = self.files.get(request.match_info["name"])
-        if data is None:
-            return web.Response(status=404)
-        return web.Response(body=data, content_type="application/octet-stream")
-
-
-@pytest.fixture
-async def release_server(socket_enabled: None) -> AsyncIterator[ReleaseServer]:
-    """Serves /feed.json and the images it lists."""
-    server = ReleaseServer()
-    app = web.Application()
-    app.router.add_get("/feed.json", server.feed)
-    app.router.add_get("/{name}", server.file)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed.json"
-    yield server
-    await runner.cleanup()
 
 
 @pytest.fixture

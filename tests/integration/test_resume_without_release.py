@@ -15,16 +15,14 @@ from homeassistant.core import HomeAssistant
 from custom_components.esp_ota.const import CONF_FEED_URL
 from custom_components.esp_ota.espota.update_job import UpdateStep
 
-from .conftest import StartDevice, wait_for, wait_for_event_stream
-from .test_install import (  # the install tests' servers, helpers and short bounds
-    ReleaseServer,
+from .conftest import ReleaseServer, StartDevice, wait_for, wait_for_event_stream
+from .test_install import (  # the install tests' helpers and short bounds
     entry_for,
     finished_events,
     firmware_server_on_loopback,  # noqa: F401 - autouse fixture
     image_of,
     install,
     load,
-    release_server,  # noqa: F401 - fixture
     restart_home_assistant_side,
 )
 
@@ -33,7 +31,7 @@ from .test_install import (  # the install tests' servers, helpers and short bou
 async def test_a_resumed_install_whose_release_is_gone_fails(
     hass: HomeAssistant,
     start_device: StartDevice,
-    release_server: ReleaseServer,  # noqa: F811 - the fixture imported above
+    release_server: ReleaseServer,
     caplog: pytest.LogCaptureFixture,
     feed_after: str,
 ) -> None:
