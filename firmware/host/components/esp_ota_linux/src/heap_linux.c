@@ -15,14 +15,21 @@
  * uncounted too.
  *
  * Counted: the requested sizes of the live blocks (in_use), its maximum since boot or the
- * last reset (peak), the number of allocations since boot and of live blocks. A plain
+ * last reset (peak), the number of allocations since boot and of live blocks. Task stacks
+ * are counted apart (stacks): on linux FreeRTOS' StackType_t is 8 bytes, so ESP-IDF's
+ * xTaskCreatePinnedToCore(depth) allocates depth * 8 bytes where a chip allocates depth
+ * bytes, which would drown everything else; stacks_chip is what they take on a chip (the
+ * sum of the live tasks' depths). A stack is the block xTaskCreatePinnedToCore asks for
+ * (its call is wrapped too, and ..WithCaps: it marks the next allocation of that size in its
+ * thread). A plain
  * pthread (all signals blocked, no FreeRTOS calls, so the FreeRTOS POSIX port never sees
  * it) writes <state dir>/heap.json every 200 ms, atomically (temporary file + rename), and
  * once more with "final": true when the program restarts:
  *
  *   {"boot": 2, "reset_reason": "ESP_RST_SW", "pid": 4242, "uptime_ms": 5120,
  *    "in_use": 48512, "peak": 90112, "peak_reset_at_ms": 3000, "peak_resets": 1,
- *    "allocations": 1532, "live_blocks": 311, "final": false}
+ *    "allocations": 1532, "live_blocks": 311, "stacks": 180224, "stacks_chip": 22528,
+ *    "final": false}
  *
  * boot/reset_reason as printed by the boot step; uptime_ms and peak_reset_at_ms are
  * milliseconds since this boot's start (peak_reset_at_ms 0: never reset). To reset the peak
@@ -47,6 +54,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "freertos/FreeRTOS.h"
+#include "freertos/task.h"
 #include "olx_internal.h"
 
 #define HEADER_SIZE 16u
@@ -54,6 +63,7 @@
 #define TAG_OF(offset16) ((MAGIC48 << 16) | (uint64_t)(offset16))
 #define IS_TAG(tag) (((tag) >> 16) == MAGIC48)
 #define WRITE_PERIOD_MS 200
+#define STACK_BIT (1ULL << 63) /* in the header's size word: the block is a task stack */
 
 void *__real_malloc(size_t size);
 void *__real_calloc(size_t n, size_t size);
@@ -75,6 +85,10 @@ static int64_t s_in_use;
 static int64_t s_peak;
 static uint64_t s_allocations;
 static int64_t s_live_blocks;
+static int64_t s_stacks;        /* bytes of live task stacks, as allocated here */
+static int64_t s_stacks_chip;   /* the same stacks' depths: their size on a chip */
+/* The stack size an xTaskCreatePinnedToCore of this thread is about to allocate. */
+static __thread size_t s_stack_request;
 
 static void count_alloc(size_t size)
 {
@@ -96,10 +110,59 @@ static void *finish(void *base, size_t size, size_t offset)
 {
     uint8_t *user = (uint8_t *)base + offset + HEADER_SIZE;
     uint64_t *h = (uint64_t *)(void *)(user - HEADER_SIZE);
-    h[0] = size;
     h[1] = TAG_OF(offset / 16);
+    if (s_stack_request != 0 && size == s_stack_request) {
+        s_stack_request = 0;
+        h[0] = size | STACK_BIT;
+        __atomic_add_fetch(&s_stacks, (int64_t)size, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&s_stacks_chip, (int64_t)(size / sizeof(StackType_t)), __ATOMIC_RELAXED);
+        return user;
+    }
+    h[0] = size;
     count_alloc(size);
     return user;
+}
+
+BaseType_t __real_xTaskCreatePinnedToCore(TaskFunction_t code, const char *const name,
+                                          const configSTACK_DEPTH_TYPE depth, void *const parameters,
+                                          UBaseType_t priority, TaskHandle_t *const created,
+                                          const BaseType_t core);
+BaseType_t __wrap_xTaskCreatePinnedToCore(TaskFunction_t code, const char *const name,
+                                          const configSTACK_DEPTH_TYPE depth, void *const parameters,
+                                          UBaseType_t priority, TaskHandle_t *const created,
+                                          const BaseType_t core);
+
+BaseType_t __wrap_xTaskCreatePinnedToCore(TaskFunction_t code, const char *const name,
+                                          const configSTACK_DEPTH_TYPE depth, void *const parameters,
+                                          UBaseType_t priority, TaskHandle_t *const created,
+                                          const BaseType_t core)
+{
+    s_stack_request = (size_t)depth * sizeof(StackType_t);
+    BaseType_t result = __real_xTaskCreatePinnedToCore(code, name, depth, parameters, priority, created, core);
+    s_stack_request = 0;
+    return result;
+}
+
+/* esp_http_server creates its task with this one (the stack in the memory of its choice). */
+BaseType_t __real_xTaskCreatePinnedToCoreWithCaps(TaskFunction_t code, const char *const name,
+                                                  const configSTACK_DEPTH_TYPE depth, void *const parameters,
+                                                  UBaseType_t priority, TaskHandle_t *const created,
+                                                  const BaseType_t core, UBaseType_t caps);
+BaseType_t __wrap_xTaskCreatePinnedToCoreWithCaps(TaskFunction_t code, const char *const name,
+                                                  const configSTACK_DEPTH_TYPE depth, void *const parameters,
+                                                  UBaseType_t priority, TaskHandle_t *const created,
+                                                  const BaseType_t core, UBaseType_t caps);
+
+BaseType_t __wrap_xTaskCreatePinnedToCoreWithCaps(TaskFunction_t code, const char *const name,
+                                                  const configSTACK_DEPTH_TYPE depth, void *const parameters,
+                                                  UBaseType_t priority, TaskHandle_t *const created,
+                                                  const BaseType_t core, UBaseType_t caps)
+{
+    s_stack_request = (size_t)depth * sizeof(StackType_t);
+    BaseType_t result = __real_xTaskCreatePinnedToCoreWithCaps(code, name, depth, parameters, priority,
+                                                               created, core, caps);
+    s_stack_request = 0;
+    return result;
 }
 
 /* The tag in front of ptr if ptr is one of ours, else 0. */
@@ -158,7 +221,13 @@ void __wrap_free(void *ptr)
         return;
     }
     uint64_t *h = (uint64_t *)ptr - 2;
-    count_free((size_t)h[0]);
+    if ((h[0] & STACK_BIT) != 0) {
+        size_t size = (size_t)(h[0] & ~STACK_BIT);
+        __atomic_sub_fetch(&s_stacks, (int64_t)size, __ATOMIC_RELAXED);
+        __atomic_sub_fetch(&s_stacks_chip, (int64_t)(size / sizeof(StackType_t)), __ATOMIC_RELAXED);
+    } else {
+        count_free((size_t)h[0]);
+    }
     h[1] = 0; /* a second free of the same block is then passed on as foreign: glibc reports it */
     __real_free((uint8_t *)h - (tag & 0xFFFF) * 16);
 }
@@ -177,8 +246,8 @@ void *__wrap_realloc(void *ptr, size_t size)
         return NULL;
     }
     uint64_t *h = (uint64_t *)ptr - 2;
-    size_t old = (size_t)h[0];
-    if ((tag & 0xFFFF) != 0) { /* an aligned block: move it */
+    size_t old = (size_t)(h[0] & ~STACK_BIT);
+    if ((tag & 0xFFFF) != 0 || (h[0] & STACK_BIT) != 0) { /* aligned, or a stack: move it */
         void *moved = __wrap_malloc(size);
         if (moved != NULL) {
             memcpy(moved, ptr, old < size ? old : size);
@@ -273,12 +342,15 @@ static void write_json(bool final)
     int len = snprintf(text, sizeof(text),
                        "{\"boot\": %u, \"reset_reason\": \"%s\", \"pid\": %ld, \"uptime_ms\": %lld, "
                        "\"in_use\": %lld, \"peak\": %lld, \"peak_reset_at_ms\": %lld, \"peak_resets\": %u, "
-                       "\"allocations\": %llu, \"live_blocks\": %lld, \"final\": %s}\n",
+                       "\"allocations\": %llu, \"live_blocks\": %lld, \"stacks\": %lld, "
+                       "\"stacks_chip\": %lld, \"final\": %s}\n",
                        g_olx.boot_count, olx_reset_reason_name(g_olx.reset_reason), (long)getpid(),
                        (long long)uptime_ms(), (long long)__atomic_load_n(&s_in_use, __ATOMIC_RELAXED),
                        (long long)__atomic_load_n(&s_peak, __ATOMIC_RELAXED), (long long)s_peak_reset_at_ms,
                        s_peak_resets, (unsigned long long)__atomic_load_n(&s_allocations, __ATOMIC_RELAXED),
-                       (long long)__atomic_load_n(&s_live_blocks, __ATOMIC_RELAXED), final ? "true" : "false");
+                       (long long)__atomic_load_n(&s_live_blocks, __ATOMIC_RELAXED),
+                       (long long)__atomic_load_n(&s_stacks, __ATOMIC_RELAXED),
+                       (long long)__atomic_load_n(&s_stacks_chip, __ATOMIC_RELAXED), final ? "true" : "false");
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         return;
