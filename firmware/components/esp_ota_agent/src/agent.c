@@ -155,6 +155,7 @@ esp_err_t esp_ota_agent_start(const esp_ota_agent_config_t *config)
     ssl.prvtkey_len = strlen(g_agent.key_pem) + 1;
     ssl.port_secure = g_agent.port;
     ssl.tls_handshake_timeout_ms = CONFIG_ESP_OTA_AGENT_TLS_HANDSHAKE_TIMEOUT_MS;
+    ssl.httpd.stack_size = CONFIG_ESP_OTA_AGENT_SERVER_TASK_STACK;
     ssl.httpd.max_open_sockets = CONFIG_ESP_OTA_AGENT_MAX_SESSIONS;
     ssl.httpd.max_uri_handlers = 10;
     ssl.httpd.max_req_hdr_len = 1024;  /* a long secret and Last-Event-ID must fit */

@@ -151,14 +151,15 @@ static void end_stream(agent_stream_t *stream, bool client_gone)
     httpd_sess_trigger_close(g_agent.server, socket);
 }
 
-static bool any_stream_open(void)
+size_t agent_events_open_streams(void)
 {
+    size_t open = 0;
     for (size_t i = 0; i < CONFIG_ESP_OTA_AGENT_MAX_EVENT_STREAMS; i++) {
         if (g_agent.streams[i].req != NULL) {
-            return true;
+            open++;
         }
     }
-    return false;
+    return open;
 }
 
 
@@ -195,7 +196,7 @@ static void pump(void *arg)
             end_stream(stream, true);
         }
     }
-    if (!any_stream_open() && g_agent.keepalive != NULL) {
+    if (agent_events_open_streams() == 0 && g_agent.keepalive != NULL) {
         xTimerStop(g_agent.keepalive, 0);
     }
 }

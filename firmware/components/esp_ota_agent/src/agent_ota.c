@@ -293,9 +293,29 @@ static void restart_after_flush(void)
     esp_restart();
 }
 
+/* The request that started the update has its answer; its TLS session closes in a moment.
+ * Waiting for that before the download's own handshake keeps the two from holding RAM
+ * at the same time (each takes about 30 KB). Bounded: a client that keeps other
+ * connections open delays the download by WAIT_FOR_SESSIONS_MS at most. */
+#define WAIT_FOR_SESSIONS_MS 500
+
+static void wait_for_api_sessions_to_close(void)
+{
+    int fds[CONFIG_ESP_OTA_AGENT_MAX_SESSIONS];
+    for (int waited = 0; waited < WAIT_FOR_SESSIONS_MS; waited += 20) {
+        size_t count = sizeof(fds) / sizeof(fds[0]);
+        if (httpd_get_client_list(g_agent.server, &count, fds) != ESP_OK
+            || count <= agent_events_open_streams()) {
+            return;
+        }
+        vTaskDelay(pdMS_TO_TICKS(20));
+    }
+}
+
 static void ota_task(void *arg)
 {
     (void)arg;
+    wait_for_api_sessions_to_close();
     const agent_ota_request_t *request = &g_agent.request;
     agent_ota_status_t status;
     agent_get_status(&status);

@@ -137,6 +137,7 @@ void agent_events_post(const agent_event_t *record);
 void agent_events_begin_job(const char *ota_id, int32_t image_size);
 esp_err_t agent_events_open_stream(httpd_req_t *req);
 void agent_events_flush(uint32_t timeout_ms);
+size_t agent_events_open_streams(void);
 
 /* agent_ota.c: the update */
 esp_err_t agent_ota_start(agent_ota_request_t *request, char ota_id[13], char *message, size_t message_cap);
