@@ -536,6 +536,9 @@ class SimulatedDevice:
         """esp_ota_mark_app_valid_cancel_rollback(): the running image is VALID from now on
         (and its secure_version is burnt into the eFuse)."""
         self._require_online()
+        if self.faults.unhealthy and self.image_state() is ImageState.PENDING_VERIFY:
+            # The firmware's health check (esp_ota_agent_config_t.health_check) said no.
+            raise DeviceRefusedError(ESP_FAIL, "the firmware's health check failed: ESP_FAIL")
         try:
             self.ops.mark_app_valid_cancel_rollback()
         except EspError as err:

@@ -7,7 +7,7 @@ included. Offsets are offsets in the downloaded file, whatever Range request car
 
 One-shot faults (drop, stall, power loss, crash on the next boot) disarm themselves when
 they fire; persistent faults (corruption, truncation, slow link, crash_versions, wrong
-certificate, never_come_back) stay until cleared.
+certificate, never_come_back, unhealthy) stay until cleared.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class FaultPlan:
     crash_versions: set[str] = field(default_factory=set)
     # After its next reboot the device never comes back online.
     never_come_back: bool = False
+    # The firmware's own health check fails: confirming a pending_verify image is refused
+    # (409 ESP_FAIL), and the image is rolled back at the next reboot.
+    unhealthy: bool = False
 
     def clear(self) -> None:
         """Make the device healthy again."""

@@ -45,6 +45,7 @@ from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.faults import FaultPlan
 from simulator.fleet import hostname_for
+from simulator.https_ota import OtaConfig
 from simulator.tls import make_device_certificate
 
 from .provisioning import build_flash
@@ -66,6 +67,10 @@ IMAGE_SIZE: Final = 48 * 1024
 IDF_VER: Final = "v5.5.1"
 # How long a restart keeps a device off the network (both kinds).
 REBOOT_DELAY_S: Final = 0.1
+# Both devices give up a download that receives nothing for this long (the simulator's
+# OtaConfig.stall_abort_ms; the C host build's CONFIG_ESP_OTA_AGENT_STALL_TIMEOUT_MS in
+# firmware/examples/esp_ota_device/sdkconfig.defaults.linux).
+STALL_S: Final = 3.0
 # From process start (or power-on) to the API answering a TLS handshake.
 START_TIMEOUT_S: Final = 15.0
 CLIENT_TIMEOUT_S: Final = 5.0
@@ -96,6 +101,7 @@ class DeviceOptions:
     secret: str | None = None  # None: a random one
     image_size: int = IMAGE_SIZE  # of the factory image
     idf_ver: str = IDF_VER  # of the factory image
+    healthy: bool = True  # False: the firmware's health check refuses every confirm
 
 
 def image_seed(*parts: object) -> int:
@@ -260,8 +266,11 @@ class SimulatorDevice(DeviceUnderTest):
                 secret=self.secret,
                 factory_image=self.factory_image,
                 reboot_time_s=REBOOT_DELAY_S,
+                ota=OtaConfig(stall_abort_ms=round(STALL_S * 1000)),
                 anti_rollback=options.anti_rollback,
-                faults=FaultPlan(crash_versions=set(options.crash_versions)),
+                faults=FaultPlan(
+                    crash_versions=set(options.crash_versions), unhealthy=not options.healthy
+                ),
             )
         )
         server = self._server = DeviceApiServer(device, certificate)
@@ -380,6 +389,7 @@ class HostDevice(DeviceUnderTest):
             secret=self.secret,
             port=self.port,
             factory_image=self.factory_image,
+            healthy=self.options.healthy,
         )
         await asyncio.to_thread((self.state_dir / FLASH_FILE).write_bytes, flash)
 

@@ -30,6 +30,7 @@ SUBTYPE_APP_OTA_0: Final = 0x10
 SUBTYPE_DATA_OTA: Final = 0x00
 SUBTYPE_DATA_NVS: Final = 0x02
 NVS_NAMESPACE: Final = "esp_ota"
+EXAMPLE_NAMESPACE: Final = "example"  # the example firmware's own settings
 ERASED: Final = 0xFF
 MIB: Final = 1024 * 1024
 
@@ -114,24 +115,29 @@ def parse_partition_table(data: bytes) -> PartitionTable:
     return PartitionTable(tuple(entries))
 
 
-def nvs_csv(secret: str, port: int) -> str:
-    """The provisioning CSV of nvs_partition_gen: namespace esp_ota, secret and port."""
+def nvs_csv(secret: str, port: int, *, healthy: bool = True) -> str:
+    """The provisioning CSV of nvs_partition_gen: namespace esp_ota, secret and port; and
+    the example firmware's own setting that its health check reads (namespace example,
+    u8 healthy) when it must fail."""
     if any(c in secret for c in ',"\r\n'):
         raise ValueError("the secret must fit one unquoted CSV field")
-    return (
+    csv = (
         "key,type,encoding,value\n"
         f"{NVS_NAMESPACE},namespace,,\n"
         f"secret,data,string,{secret}\n"
         f"port,data,u16,{port}\n"
     )
+    if not healthy:
+        csv += f"{EXAMPLE_NAMESPACE},namespace,,\nhealthy,data,u8,0\n"
+    return csv
 
 
-def make_nvs_image(secret: str, port: int, size: int) -> bytes:
+def make_nvs_image(secret: str, port: int, size: int, *, healthy: bool = True) -> bytes:
     """The NVS partition image, made by esp-idf-nvs-partition-gen (blocking: call it in a
     thread). Raises RuntimeError with the tool's output when it fails."""
     with tempfile.TemporaryDirectory(prefix="esp-ota-nvs-") as folder:
         csv_path, bin_path = Path(folder) / "nvs.csv", Path(folder) / "nvs.bin"
-        csv_path.write_text(nvs_csv(secret, port))
+        csv_path.write_text(nvs_csv(secret, port, healthy=healthy))
         result = subprocess.run(
             [
                 sys.executable,
@@ -158,7 +164,14 @@ def make_nvs_image(secret: str, port: int, size: int) -> bytes:
     return image
 
 
-def build_flash(partition_table: bytes, *, secret: str, port: int, factory_image: bytes) -> bytes:
+def build_flash(
+    partition_table: bytes,
+    *,
+    secret: str,
+    port: int,
+    factory_image: bytes,
+    healthy: bool = True,
+) -> bytes:
     """A whole fresh flash: erased, table at 0x8000, NVS, factory app in ota_0, otadata
     erased. Blocking (runs the NVS tool): call it in a thread."""
     if len(partition_table) > PARTITION_TABLE_MAX_SIZE:
@@ -169,7 +182,7 @@ def build_flash(partition_table: bytes, *, secret: str, port: int, factory_image
         raise ValueError(f"the factory image does not fit {ota_0.label} ({ota_0.size} bytes)")
     flash = bytearray([ERASED]) * table.flash_size()
     flash[PARTITION_TABLE_OFFSET : PARTITION_TABLE_OFFSET + len(partition_table)] = partition_table
-    flash[nvs.offset : nvs.end] = make_nvs_image(secret, port, nvs.size)
+    flash[nvs.offset : nvs.end] = make_nvs_image(secret, port, nvs.size, healthy=healthy)
     flash[ota_0.offset : ota_0.offset + len(factory_image)] = factory_image
     return bytes(flash)
 

@@ -103,3 +103,23 @@ async def test_a_panic_at_boot_rolls_back(make_dut: DutFactory, firmware: Firmwa
 
     info = await update_successfully(dut, firmware.publish(make_image("1.2.0"), "1.2.0"))
     assert_on(info, "1.2.0", "ota_1", image_state=ImageState.PENDING_VERIFY)
+
+
+async def test_a_failed_health_check_refuses_the_confirm(
+    make_dut: DutFactory, firmware: FirmwareHost
+) -> None:
+    """The firmware's own health check says no: confirm is refused (409 ESP_FAIL, naming
+    the check), the image stays pending_verify, and the next boot rolls it back. The
+    factory image, valid already, confirms as a no-op (the check is not asked)."""
+    dut = await make_dut(DeviceOptions(healthy=False))
+    await dut.client.confirm()
+    await update_successfully(dut, firmware.publish(make_image("1.1.0"), "1.1.0"))
+    refused = await raw_request(dut, "POST", f"{API}/ota/confirm")
+    assert refused.status == 409
+    assert refused.error() == "ESP_FAIL"
+    assert "health check" in str(refused.json()["message"])
+    info = await dut.client.info()
+    assert_on(info, "1.1.0", "ota_1", image_state=ImageState.PENDING_VERIFY)
+    info = await reboot(dut)
+    assert_on(info, "1.0.0", "ota_0", image_state=ImageState.VALID)
+    assert info.last_invalid_partition == "ota_1"

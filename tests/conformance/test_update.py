@@ -19,7 +19,7 @@ from custom_components.esp_ota.espota.device_client import (
     OtaStatus,
 )
 
-from .devices import DeviceUnderTest
+from .devices import STALL_S, DeviceUnderTest
 from .fault_proxy import Rule
 from .support import (
     API,
@@ -294,3 +294,48 @@ async def test_power_loss_mid_download(dut: DeviceUnderTest, firmware: FirmwareH
     with contextlib.suppress(asyncio.CancelledError):
         info = await update_successfully(dut, offer)
     assert_on(info, "1.1.0", "ota_1", image_state=ImageState.PENDING_VERIFY)
+
+
+# The server sends part of the image (two 16 KiB TLS records of the 48 KiB one), then
+# nothing (the connection stays open).
+STALL_MID_IMAGE = Rule(stall_after=40 * 1024)
+
+
+async def test_a_stalled_download_fails_and_changes_nothing(
+    dut: DeviceUnderTest, firmware: FirmwareHost
+) -> None:
+    """esp_https_ota retries a read timeout for ever; the firmware gives up a download that
+    receives nothing for its bound (ESP_ERR_HTTP_READ_TIMEOUT), not resumed, and the boot
+    partition is unchanged."""
+    firmware.proxy.default_rule = STALL_MID_IMAGE
+    offer = firmware.publish(make_image("1.1.0"), "1.1.0")
+    ota_id = await start_update(dut, offer)
+    status = await wait_job_end(dut, ota_id, within_s=STALL_S + 10)
+    assert (status.state, status.error) == (OtaState.FAILED, "ESP_ERR_HTTP_READ_TIMEOUT"), status
+    assert 0 < status.bytes_written < offer.size
+    assert len(firmware.proxy.connections) == 1  # a stall is not resumed
+    info = await dut.client.info()
+    assert_on(info, "1.0.0", "ota_0", image_state=ImageState.VALID)
+
+
+async def test_abort_ends_a_stalled_download_at_once(
+    dut: DeviceUnderTest, firmware: FirmwareHost
+) -> None:
+    """An abort while the download waits for bytes that do not come answers without
+    waiting for the stall bound, and the job reads aborted."""
+    firmware.proxy.default_rule = STALL_MID_IMAGE
+    offer = firmware.publish(make_image("1.1.0"), "1.1.0")
+    ota_id = await start_update(dut, offer)
+    await wait_downloading(dut, ota_id)
+    async with asyncio.timeout(10):
+        while not any(connection.stalled for connection in firmware.proxy.connections):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    started = time.monotonic()
+    aborted = await raw_request(dut, "POST", f"{API}/ota/abort")
+    waited = time.monotonic() - started
+    assert (aborted.status, aborted.json()) == (200, {"ok": True})
+    assert waited < STALL_S, f"the abort waited {waited:.1f} s, as long as the stall bound"
+    status = await wait_job_end(dut, ota_id, within_s=5)
+    assert status.state is OtaState.ABORTED, status
+    info = await dut.client.info()
+    assert_on(info, "1.0.0", "ota_0", image_state=ImageState.VALID)

@@ -9,6 +9,7 @@
 #include "esp_event.h"
 #include "esp_log.h"
 #include "esp_netif.h"
+#include "nvs.h"
 #include "nvs_flash.h"
 #include "protocol_examples_common.h"
 
@@ -19,11 +20,21 @@ static const char *TAG = "esp_ota_device";
 /* Called when Home Assistant confirms a new firmware after it booted. Check here what
  * your firmware must be able to do (sensors answer, the cloud is reachable, ...):
  * anything but ESP_OK keeps the image unconfirmed, and the bootloader rolls back to the
- * previous firmware at the next reboot. */
+ * previous firmware at the next reboot. This example reads one setting of its own, the
+ * u8 "healthy" in NVS namespace "example" (absent: healthy), so that a test bench can see
+ * a release refused and rolled back. */
 static esp_err_t health_check(void *ctx)
 {
     (void)ctx;
-    return ESP_OK;
+    uint8_t healthy = 1;
+    nvs_handle_t nvs;
+    if (nvs_open("example", NVS_READONLY, &nvs) == ESP_OK) {
+        if (nvs_get_u8(nvs, "healthy", &healthy) != ESP_OK) {
+            healthy = 1;
+        }
+        nvs_close(nvs);
+    }
+    return healthy != 0 ? ESP_OK : ESP_FAIL;
 }
 
 static void on_agent_event(void *arg, esp_event_base_t base, int32_t id, void *data)
