@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import re
 import shlex
 import statistics
@@ -91,7 +90,7 @@ def sockets_of(pid: int) -> int:
     count = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
-            if os.readlink(fd).startswith("socket:"):
+            if str(fd.readlink()).startswith("socket:"):
                 count += 1
         except OSError:
             continue
@@ -116,9 +115,11 @@ def agent_code_size(optimization: str) -> tuple[int, int, int]:
             argv[argv.index("-o") + 1] = str(output)
             argv.append(optimization)
             subprocess.run(argv, cwd=entry["directory"], check=True, capture_output=True)
-            sizes = subprocess.run(
-                ["size", str(output)], capture_output=True, text=True, check=True
-            ).stdout.splitlines()[-1].split()
+            sizes = (
+                subprocess.run(["size", str(output)], capture_output=True, text=True, check=True)
+                .stdout.splitlines()[-1]
+                .split()
+            )
             for index in range(3):
                 totals[index] += int(sizes[index])
     return totals[0], totals[1], totals[2]
@@ -143,6 +144,51 @@ async def open_stream(device: HostDevice) -> tuple[aiohttp.ClientResponse, async
             pass
 
     return response, asyncio.create_task(drain())
+
+
+async def measure_update(
+    device: HostDevice, firmware: FirmwareHost, image_kib: int, idle: HeapReading
+) -> dict[str, float]:
+    """An update as Home Assistant follows it (its stream is open): peaks and sockets."""
+    state, pid = device.state_dir, device.pid
+    assert pid is not None
+    streaming = read_heap(state)
+    firmware.proxy.default_rule = Rule(bytes_per_s=DOWNLOAD_BYTES_PER_S)
+    offer = firmware.publish(make_image("2.0.0", size=image_kib * 1024), "2.0.0")
+    await reset_peak(state)
+    started = time.perf_counter()
+    boot = json.loads((state / "heap.json").read_text())["boot"]
+    ota_id = await start_update(device, offer)
+    # The download alone, once the request that started it is answered and its session
+    # closed: a new peak from there (the proxy paces the download to DOWNLOAD_BYTES_PER_S
+    # so that this moment is well inside it).
+    await asyncio.sleep(0.5)
+    update_peak_so_far = read_heap(state).peak
+    await reset_peak(state)
+    # No request meanwhile (Home Assistant polls only when events stop). The peak is read
+    # until the restart's last heap.json ("final"), before the new boot starts a new count.
+    peak, stacks, sockets = 0, idle.stacks_chip, 0
+    async with asyncio.timeout(60):
+        while True:
+            data = json.loads((state / "heap.json").read_text())
+            if data["boot"] != boot:
+                break
+            peak = max(peak, int(data["peak"]))
+            stacks = max(stacks, int(data["stacks_chip"]))
+            with contextlib.suppress(OSError):
+                sockets = max(sockets, sockets_of(pid))
+            if data["final"]:
+                break
+            await asyncio.sleep(0.02)
+    final = await wait_job_end(device, ota_id, within_s=60)
+    assert final.state.value == "succeeded", final
+    return {
+        "update_peak": max(peak, update_peak_so_far),
+        "download_peak_over_stream": peak - streaming.in_use,
+        "update_stacks": stacks,
+        "download_sockets": sockets,
+        "update_s": time.perf_counter() - started,
+    }
 
 
 async def one_run(image_kib: int, workdir: Path) -> dict[str, float]:
@@ -172,42 +218,7 @@ async def one_run(image_kib: int, workdir: Path) -> dict[str, float]:
             figures["stream_heap"] = streaming.in_use
             figures["stream_sockets"] = sockets_of(pid)
 
-            firmware.proxy.default_rule = Rule(bytes_per_s=DOWNLOAD_BYTES_PER_S)
-            image = make_image("2.0.0", size=image_kib * 1024)
-            offer = firmware.publish(image, "2.0.0")
-            await reset_peak(state)
-            started = time.perf_counter()
-            boot = json.loads((state / "heap.json").read_text())["boot"]
-            ota_id = await start_update(device, offer)
-            # The download alone, once the request that started it is answered and its
-            # session closed: a new peak from there (the proxy paces the download to
-            # DOWNLOAD_BYTES_PER_S so that this moment is well inside it).
-            await asyncio.sleep(0.5)
-            update_peak_so_far = read_heap(state).peak
-            await reset_peak(state)
-            # As Home Assistant follows an update: its one event stream, no request (it
-            # polls only when events stop). The peak is read until the restart's last
-            # heap.json ("final"), before the new boot starts a new count.
-            peak, stacks, download_sockets = 0, idle.stacks_chip, 0
-            async with asyncio.timeout(60):
-                while True:
-                    data = json.loads((state / "heap.json").read_text())
-                    if data["boot"] != boot:
-                        break
-                    peak = max(peak, int(data["peak"]))
-                    stacks = max(stacks, int(data["stacks_chip"]))
-                    with contextlib.suppress(OSError):
-                        download_sockets = max(download_sockets, sockets_of(pid))
-                    if data["final"]:
-                        break
-                    await asyncio.sleep(0.02)
-            figures["update_peak"] = max(peak, update_peak_so_far)
-            figures["download_peak_over_stream"] = peak - streaming.in_use
-            figures["update_stacks"] = stacks
-            figures["download_sockets"] = download_sockets
-            final = await wait_job_end(device, ota_id, within_s=60)
-            figures["update_s"] = time.perf_counter() - started
-            assert final.state.value == "succeeded", final
+            figures.update(await measure_update(device, firmware, image_kib, idle))
             drain.cancel()
             response.close()
         finally:
@@ -265,8 +276,10 @@ async def main() -> None:
     print(f"  all tasks, idle                  {figure('idle_stacks')}")
     print(f"  all tasks, during the update     {figure('update_stacks')}")
     server_stack = config_value("CONFIG_ESP_OTA_AGENT_SERVER_TASK_STACK")
-    print(f"  of which the HTTPS server        {kib(server_stack)}, the update task "
-          f"{kib(config_value('CONFIG_ESP_OTA_AGENT_OTA_TASK_STACK'))} (only while it runs)")
+    print(
+        f"  of which the HTTPS server        {kib(server_stack)}, the update task "
+        f"{kib(config_value('CONFIG_ESP_OTA_AGENT_OTA_TASK_STACK'))} (only while it runs)"
+    )
 
 
 if __name__ == "__main__":
