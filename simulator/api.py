@@ -34,6 +34,8 @@ KEEPALIVE_S: Final = 15.0
 STREAM_FLUSH_S: Final = 1.0
 # A firmware reads a request body into a fixed buffer; a certificate PEM fits easily.
 MAX_BODY_BYTES: Final = 16 * 1024
+# A request body must arrive within this after the request's headers (docs/protocol.md).
+BODY_TIMEOUT_S: Final = 10.0
 # Refusals that mean "not now" (409) rather than "never like this" (400).
 _BAD_REQUEST_ERRORS: Final = frozenset({"ESP_ERR_INVALID_ARG", "ESP_ERR_INVALID_SIZE"})
 # esp_http_server's name for the status (httpd_err_code_t): ESP-IDF has no esp_err_t for it.
@@ -251,7 +253,15 @@ class DeviceApiServer:
 
     async def _start_ota(self, request: web.Request) -> web.Response:
         try:
-            body = await request.json()
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                raw = await request.read()
+        except TimeoutError:
+            # A firmware's server has one task: a body that does not arrive is dropped.
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPRequestTimeout from None  # never delivered: the connection is gone
+        try:
+            body = json.loads(raw)
             ota_request = OtaRequest(
                 url=_field(body, "url", str),
                 sha256=_field(body, "sha256", str),

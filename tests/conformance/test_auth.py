@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import ssl
+import time
 
 import pytest
 
@@ -152,3 +155,47 @@ async def test_request_bodies_over_16_kib_get_413(dut: DeviceUnderTest) -> None:
     assert (response.status, response.error()) == (413, "ESP_ERR_INVALID_SIZE")
     status = await dut.client.ota_status()
     assert status.state is OtaState.IDLE
+
+
+# docs/protocol.md: a request body must arrive within 10 s of the request's headers.
+BODY_DEADLINE_S = 10.0
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["silent", "trickled"])
+async def test_a_body_that_does_not_arrive_is_dropped(dut: DeviceUnderTest, trickle: bool) -> None:
+    """A client announces a body and sends only its start, then nothing or a byte a
+    second: the device waits for it no longer than the contract's bound, drops the
+    connection without an answer, and serves the next client."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the device's own certificate; this is not DeviceClient
+    reader, writer = await asyncio.open_connection(dut.host, dut.port, ssl=context)
+
+    async def trickle_bytes() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            writer.write(b"a")
+            await writer.drain()
+
+    trickler = asyncio.create_task(trickle_bytes()) if trickle else None
+    try:
+        writer.write(
+            b"POST /api/v1/ota HTTP/1.1\r\nHost: device\r\n"
+            + f"Authorization: Bearer {dut.secret}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            + b'{"url": "https://'
+        )
+        await writer.drain()
+        started = time.monotonic()
+        async with asyncio.timeout(BODY_DEADLINE_S + 10):
+            answer = await reader.read()  # until the device closes the connection
+        waited = time.monotonic() - started
+    finally:
+        if trickler is not None:
+            trickler.cancel()
+            await asyncio.gather(trickler, return_exceptions=True)
+        writer.close()
+    assert answer == b""
+    assert waited < BODY_DEADLINE_S + 5, f"the connection was held {waited:.1f} s"
+    info = await dut.client.info()
+    assert info.last_ota.state is OtaState.IDLE

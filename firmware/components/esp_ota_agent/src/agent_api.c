@@ -146,6 +146,10 @@ static esp_err_t handle_ota_status(httpd_req_t *req)
 
 /* --- POST /api/v1/ota ---------------------------------------------------------------- */
 
+/* The server has one task: a client that announces a body and trickles it (or never
+ * sends it) holds every other request meanwhile. Its body must arrive within this. */
+#define BODY_DEADLINE_US (10 * 1000 * 1000)
+
 static esp_err_t read_body(httpd_req_t *req, char **body)
 {
     size_t length = req->content_len;
@@ -153,13 +157,15 @@ static esp_err_t read_body(httpd_req_t *req, char **body)
     if (buffer == NULL) {
         return ESP_ERR_NO_MEM;
     }
+    int64_t deadline = esp_timer_get_time() + BODY_DEADLINE_US;
     size_t received = 0;
     while (received < length) {
         int got = httpd_req_recv(req, buffer + received, length - received);
-        if (got == HTTPD_SOCK_ERR_TIMEOUT) {
+        if (got == HTTPD_SOCK_ERR_TIMEOUT && esp_timer_get_time() < deadline) {
             continue;
         }
-        if (got <= 0) {
+        if (got <= 0 || esp_timer_get_time() >= deadline) {
+            ESP_LOGW(TAG, "a request body did not arrive in time: connection dropped");
             free(buffer);
             return ESP_FAIL;
         }
