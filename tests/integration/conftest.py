@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -184,19 +185,29 @@ class FeedServer:
         return web.Response(body=self.signature)
 
 
+@contextlib.asynccontextmanager
+async def serving(*routes: web.RouteDef) -> AsyncIterator[int]:
+    """An aiohttp app of `routes` on 127.0.0.1, on a free port (yielded)."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def feed_server(socket_enabled: None) -> AsyncIterator[FeedServer]:
     """A feed server on 127.0.0.1."""
     server = FeedServer()
-    app = web.Application()
-    app.router.add_get("/feed.json", server.feed)
-    app.router.add_get("/feed.json.sig", server.sig)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed.json"
-    yield server
-    await runner.cleanup()
+    async with serving(
+        web.get("/feed.json", server.feed), web.get("/feed.json.sig", server.sig)
+    ) as port:
+        server.url = f"http://127.0.0.1:{port}/feed.json"
+        yield server
 
 
 def make_entry(
@@ -294,12 +305,6 @@ class ReleaseServer:
 async def release_server(socket_enabled: None) -> AsyncIterator[ReleaseServer]:
     """Serves /feed.json and the images it lists."""
     server = ReleaseServer()
-    app = web.Application()
-    app.router.add_get("/feed.json", server.feed)
-    app.router.add_get("/{name}", server.file)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}/feed.json"
-    yield server
-    await runner.cleanup()
+    async with serving(web.get("/feed.json", server.feed), web.get("/{name}", server.file)) as port:
+        server.url = f"http://127.0.0.1:{port}/feed.json"
+        yield server
