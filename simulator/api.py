@@ -261,15 +261,7 @@ class DeviceApiServer:
                 request.transport.close()
             raise web.HTTPRequestTimeout from None  # never delivered: the connection is gone
         try:
-            body = json.loads(raw)
-            ota_request = OtaRequest(
-                url=_field(body, "url", str),
-                sha256=_field(body, "sha256", str),
-                size=_field(body, "size", int),
-                version=_field(body, "version", str),
-                cert_pem=_field(body, "cert_pem", str),
-                headers=_headers(body.get("headers", {})),
-            )
+            ota_request = decode_ota_request(raw)
         except (ValueError, TypeError, AttributeError) as err:
             return _error(400, "ESP_ERR_INVALID_ARG", f"bad OTA request: {err}")
         try:
@@ -366,6 +358,21 @@ class DeviceApiServer:
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response
+
+
+def decode_ota_request(raw: bytes) -> OtaRequest:
+    """The body of POST /api/v1/ota (strict UTF-8 JSON) as an OtaRequest. Raises ValueError,
+    TypeError or AttributeError, naming the problem, when it is not that JSON: the API then
+    answers 400 ESP_ERR_INVALID_ARG "bad OTA request: <problem>"."""
+    body = json.loads(raw.decode())
+    return OtaRequest(
+        url=_field(body, "url", str),
+        sha256=_field(body, "sha256", str),
+        size=_field(body, "size", int),
+        version=_field(body, "version", str),
+        cert_pem=_field(body, "cert_pem", str),
+        headers=_headers(body.get("headers", {})),
+    )
 
 
 def _field[T](body: Any, name: str, kind: type[T]) -> T:
