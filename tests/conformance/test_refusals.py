@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from custom_components.esp_ota.espota.certificates import make_server_certificate
 from custom_components.esp_ota.espota.device_client import (
     EventType,
     ImageState,
@@ -179,3 +180,38 @@ async def test_without_anti_rollback_a_lower_secure_version_installs(
     )
     assert_on(info, "1.2.0", "ota_0", image_state=ImageState.PENDING_VERIFY)
     assert info.secure_version == 1
+
+
+def _not_as_served(offer: Offer, case: str) -> Offer:
+    """The offer, but the download cannot be trusted or is not granted."""
+    if case == "another certificate":
+        other = make_server_certificate(["127.0.0.1"], common_name="not the firmware server")
+        return offer.but(cert_pem=other.cert_pem)
+    if case == "no token":
+        return offer.but(headers={})
+    # A valid token for another path: the firmware server answers 404.
+    return offer.but(url=offer.url.replace(offer.sha256, "0" * 64))
+
+
+@pytest.mark.parametrize(
+    ("case", "error", "message"),
+    [
+        ("another certificate", "ESP_ERR_HTTP_CONNECT", None),
+        ("no token", "ESP_ERR_NOT_SUPPORTED", None),
+        ("another path", "ESP_FAIL", "File not found(404)"),
+    ],
+)
+async def test_downloads_it_cannot_trust_or_may_not_take(
+    dut: DeviceUnderTest, firmware: FirmwareHost, case: str, error: str, message: str | None
+) -> None:
+    """The download trusts only cert_pem and sends the request's headers: another
+    certificate fails the TLS handshake, no token gets the firmware server's 401 (a Bearer
+    challenge esp_http_client cannot answer), a token for another path its 404. Nothing
+    is written, the boot partition is unchanged."""
+    offer = _not_as_served(firmware.publish(make_image("1.1.0"), "1.1.0"), case)
+    _, status, info = await update(dut, offer)
+    assert (status.state, status.error) == (OtaState.FAILED, error), status
+    if message is not None:
+        assert message in (status.message or ""), status
+    assert status.bytes_written == 0
+    assert_on(info, "1.0.0", "ota_0", image_state=ImageState.VALID)
