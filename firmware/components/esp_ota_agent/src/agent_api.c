@@ -71,6 +71,14 @@ static esp_err_t send_ok(httpd_req_t *req)
     return send_json(req, "200 OK", ok, sizeof(ok) - 1);
 }
 
+/* A refusal sent before the request's body was read: drop the connection (a non-OK
+ * return), rather than let the server read and discard a body of whatever length the
+ * client announces, in its only task. */
+static esp_err_t without_body(httpd_req_t *req)
+{
+    return req->content_len > 0 ? ESP_FAIL : ESP_OK;
+}
+
 static bool authorized(httpd_req_t *req)
 {
     char value[320];  /* "Bearer " and the longest secret NVS may hold */
@@ -97,7 +105,7 @@ static void copy_label(char *out, size_t cap, const esp_partition_t *partition)
 static esp_err_t handle_info(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     const esp_app_desc_t *app = esp_app_get_description();
     const esp_partition_t *running = esp_ota_get_running_partition();
@@ -136,7 +144,7 @@ static esp_err_t handle_info(httpd_req_t *req)
 static esp_err_t handle_ota_status(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     agent_ota_status_t status;
     agent_get_status(&status);
@@ -191,11 +199,11 @@ static esp_err_t check_certificate(void *ctx, const char *cert_pem, char *messag
 static esp_err_t handle_ota_start(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     if (req->content_len > AGENT_MAX_BODY_BYTES) {
-        return send_error(req, "413 Payload Too Large", "ESP_ERR_INVALID_SIZE",
-                          "the request body is over 16 KiB");
+        send_error(req, "413 Payload Too Large", "ESP_ERR_INVALID_SIZE", "the request body is over 16 KiB");
+        return without_body(req);
     }
     char *body = NULL;
     esp_err_t err = read_body(req, &body);
@@ -248,7 +256,7 @@ static esp_err_t handle_ota_start(httpd_req_t *req)
 static esp_err_t handle_abort(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     agent_ota_status_t status;
     agent_get_status(&status);
@@ -264,7 +272,7 @@ static esp_err_t handle_abort(httpd_req_t *req)
 static esp_err_t handle_confirm(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     esp_ota_img_states_t state = ESP_OTA_IMG_UNDEFINED;
     esp_err_t err = esp_ota_get_state_partition(esp_ota_get_running_partition(), &state);
@@ -293,7 +301,7 @@ static esp_err_t handle_confirm(httpd_req_t *req)
 static esp_err_t handle_rollback(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     esp_err_t err = esp_ota_mark_app_invalid_rollback();
     if (err != ESP_OK) {
@@ -312,7 +320,7 @@ static esp_err_t handle_rollback(httpd_req_t *req)
 static esp_err_t handle_reboot(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     esp_err_t sent = send_ok(req);
     agent_restart_soon();
@@ -322,7 +330,7 @@ static esp_err_t handle_reboot(httpd_req_t *req)
 static esp_err_t handle_events(httpd_req_t *req)
 {
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
     return agent_events_open_stream(req);
 }
@@ -333,19 +341,21 @@ static esp_err_t handle_not_found(httpd_req_t *req, httpd_err_code_t error)
 {
     (void)error;
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
-    return send_error(req, "404 Not Found", "ESP_ERR_NOT_FOUND", "no such endpoint");
+    send_error(req, "404 Not Found", "ESP_ERR_NOT_FOUND", "no such endpoint");
+    return without_body(req);
 }
 
 static esp_err_t handle_wrong_method(httpd_req_t *req, httpd_err_code_t error)
 {
     (void)error;
     if (!authorized(req)) {
-        return ESP_OK;
+        return without_body(req);
     }
-    return send_error(req, "405 Method Not Allowed", "ESP_ERR_NOT_SUPPORTED",
-                      "the endpoint does not take this method");
+    send_error(req, "405 Method Not Allowed", "ESP_ERR_NOT_SUPPORTED",
+               "the endpoint does not take this method");
+    return without_body(req);
 }
 
 esp_err_t agent_api_register(httpd_handle_t server)
