@@ -18,6 +18,13 @@ static olx_otadata_entry_t erased(void)
     return e;
 }
 
+static void test_otadata_crc_is_crc_of_seq(void)
+{
+    /* binascii.crc32(struct.pack('<I', 1), 0xFFFFFFFF) == 1195612314 (simulator/otadata.py) */
+    olx_otadata_entry_t e = olx_otadata_make(1, OLX_IMG_NEW);
+    TEST_ASSERT_EQUAL_UINT32(1195612314u, e.crc);
+}
+
 static void test_validity(void)
 {
     olx_otadata_entry_t e = erased();
@@ -150,6 +157,7 @@ static void test_state_names(void)
 int main(void)
 {
     UNITY_BEGIN();
+    RUN_TEST(test_otadata_crc_is_crc_of_seq);
     RUN_TEST(test_validity);
     RUN_TEST(test_slot);
     RUN_TEST(test_select_and_active);

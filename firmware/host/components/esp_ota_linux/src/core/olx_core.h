@@ -24,21 +24,10 @@ extern "C" {
 #define OLX_SECTOR_SIZE 4096u
 #define OLX_SEQ_ERASED UINT32_MAX
 
-/* ---- CRC-32 and SHA-256 ---------------------------------------------------------------- */
-
-/* esp_rom_crc32_le(crc, buf, len): CRC-32 (IEEE, reflected), ESP-IDF's ROM convention. */
-uint32_t olx_crc32_le(uint32_t crc, const void *buf, size_t len);
-
-typedef struct {
-    uint32_t state[8];
-    uint64_t length;       /* bytes hashed so far */
-    uint8_t block[64];
-    size_t used;           /* bytes waiting in block */
-} olx_sha256_t;
-
-void olx_sha256_init(olx_sha256_t *ctx);
-void olx_sha256_update(olx_sha256_t *ctx, const void *data, size_t len);
-void olx_sha256_final(olx_sha256_t *ctx, uint8_t digest[32]);
+/* CRC-32 and SHA-256 are ESP-IDF's own: esp_rom_crc32_le (as the bootloader computes
+ * otadata CRCs) and mbedtls' SHA-256 (as esp_image_verify hashes an image). */
+#include "esp_rom_crc.h"
+#include "mbedtls/sha256.h"
 
 /* ---- otadata (esp_flash_partitions.h, bootloader_common_loader.c, esp_ota_ops.c) ------ */
 
@@ -56,7 +45,7 @@ typedef struct {
     uint32_t ota_seq;
     uint8_t seq_label[20];
     uint32_t ota_state;
-    uint32_t crc; /* olx_crc32_le(UINT32_MAX, &ota_seq, 4) */
+    uint32_t crc; /* esp_rom_crc32_le(UINT32_MAX, &ota_seq, 4) */
 } olx_otadata_entry_t;
 
 _Static_assert(sizeof(olx_otadata_entry_t) == 32, "esp_ota_select_entry_t is 32 bytes");

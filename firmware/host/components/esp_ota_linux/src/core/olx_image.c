@@ -71,7 +71,8 @@ olx_img_result_t olx_image_verify(olx_read_fn read, void *ctx, uint32_t part_siz
 {
     olx_image_header_t hdr;
     olx_app_desc_t app;
-    olx_sha256_t sha;
+    /* Software SHA-256: the context holds no resource, so the early returns need no free. */
+    mbedtls_sha256_context sha;
     uint8_t buf[4096];
     olx_img_result_t r;
 
@@ -87,8 +88,9 @@ olx_img_result_t olx_image_verify(olx_read_fn read, void *ctx, uint32_t part_siz
     }
     bool hashed = hdr.hash_appended == 1;
     if (hashed) {
-        olx_sha256_init(&sha);
-        olx_sha256_update(&sha, &hdr, sizeof(hdr));
+        mbedtls_sha256_init(&sha);
+        mbedtls_sha256_starts(&sha, 0);
+        mbedtls_sha256_update(&sha, (const unsigned char *)&hdr, sizeof(hdr));
     }
     /* verify_image_header */
     if (hdr.magic != OLX_IMAGE_MAGIC) {
@@ -136,7 +138,7 @@ olx_img_result_t olx_image_verify(olx_read_fn read, void *ctx, uint32_t part_siz
                  (unsigned long long)next);
         }
         if (hashed) {
-            olx_sha256_update(&sha, seg, sizeof(seg));
+            mbedtls_sha256_update(&sha, (const unsigned char *)seg, sizeof(seg));
         }
         uint32_t data_len = seg[1];
         if ((data_len & 3) != 0 || data_len >= MAX_FLASH_ADDR_SIZE) {
@@ -159,7 +161,7 @@ olx_img_result_t olx_image_verify(olx_read_fn read, void *ctx, uint32_t part_siz
                 checksum ^= buf[k];
             }
             if (hashed) {
-                olx_sha256_update(&sha, buf, take);
+                mbedtls_sha256_update(&sha, (const unsigned char *)buf, take);
             }
             done += (uint32_t)take;
         }
@@ -179,7 +181,7 @@ olx_img_result_t olx_image_verify(olx_read_fn read, void *ctx, uint32_t part_siz
         FAIL(OLX_IMG_ERR_CHECKSUM, "Checksum failed. Calculated 0x%x read 0x%x", checksum, stored);
     }
     if (hashed) {
-        olx_sha256_update(&sha, tail, length);
+        mbedtls_sha256_update(&sha, (const unsigned char *)tail, length);
     }
     uint32_t image_len = unpadded + length;
 
@@ -199,7 +201,8 @@ olx_img_result_t olx_image_verify(olx_read_fn read, void *ctx, uint32_t part_siz
     }
     if (hashed) {
         uint8_t digest[32];
-        olx_sha256_final(&sha, digest);
+        mbedtls_sha256_finish(&sha, digest);
+        mbedtls_sha256_free(&sha);
         if (memcmp(digest, stored_hash, sizeof(digest)) != 0) {
             FAIL(OLX_IMG_ERR_SHA256, "Image hash failed - image is corrupt");
         }

@@ -15,7 +15,7 @@ uint32_t olx_otadata_crc(const olx_otadata_entry_t *e)
 {
     uint8_t le[4] = {(uint8_t)e->ota_seq, (uint8_t)(e->ota_seq >> 8), (uint8_t)(e->ota_seq >> 16),
                      (uint8_t)(e->ota_seq >> 24)};
-    return olx_crc32_le(UINT32_MAX, le, sizeof(le));
+    return esp_rom_crc32_le(UINT32_MAX, le, sizeof(le));
 }
 
 olx_otadata_entry_t olx_otadata_make(uint32_t seq, uint32_t state)
