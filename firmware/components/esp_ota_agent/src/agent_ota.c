@@ -30,7 +30,26 @@ static const char *TAG = "esp_ota_agent";
 /* esp_https_ota reads this much before anything else (esp_https_ota_get_img_desc). */
 #define IMAGE_HEADER_SIZE 1024
 
-static esp_http_client_handle_t s_client;  /* the job's client, from http_client_init_cb */
+/* The job's client, from http_client_init_cb; NULL once esp_https_ota freed it (a failed
+ * begin, an abort, the finish). */
+static esp_http_client_handle_t s_client;
+/* The HTTP status of the download's last answer (0: none yet), kept by the client's
+ * event handler: a failed esp_https_ota_begin frees the client before it can be asked. */
+static int s_http_status;
+
+static esp_err_t on_http_event(esp_http_client_event_t *event)
+{
+    /* The status is parsed once the headers are complete, and esp_https_ota closes the
+     * connection (DISCONNECTED) of an answer it refuses before it frees the client. */
+    if (event->event_id == HTTP_EVENT_DISCONNECTED || event->event_id == HTTP_EVENT_ON_DATA
+        || event->event_id == HTTP_EVENT_ON_FINISH) {
+        int status = esp_http_client_get_status_code(event->client);
+        if (status > 0) {
+            s_http_status = status;
+        }
+    }
+    return ESP_OK;
+}
 
 typedef struct {
     esp_err_t error;
@@ -255,17 +274,14 @@ static const char *describe_begin_failure(esp_err_t err)
     default:
         break;
     }
-    if (s_client != NULL) {
-        int status = esp_http_client_get_status_code(s_client);
-        if (status == 404 || status == 403) {
-            return status == 404 ? "File not found(404)" : "File not found(403)";
-        }
-        if (status >= 500) {
-            return "Server error";
-        }
-        if (status >= 400) {
-            return "Client error";
-        }
+    if (s_http_status == 404 || s_http_status == 403) {
+        return s_http_status == 404 ? "File not found(404)" : "File not found(403)";
+    }
+    if (s_http_status >= 500) {
+        return "Server error";
+    }
+    if (s_http_status >= 400) {
+        return "Client error";
     }
     return "Failed to establish HTTP connection";
 }
@@ -331,6 +347,7 @@ static void ota_task(void *arg)
             .timeout_ms = CONFIG_ESP_OTA_AGENT_HTTP_TIMEOUT_MS,
             .keep_alive_enable = true,
             .buffer_size = CONFIG_ESP_OTA_AGENT_OTA_BUFFER_SIZE,
+            .event_handler = on_http_event,
         };
         esp_https_ota_config_t config = {
             .http_config = &http,
@@ -340,9 +357,11 @@ static void ota_task(void *arg)
             .ota_image_bytes_written = offset,
         };
         s_client = NULL;
+        s_http_status = 0;
         esp_https_ota_handle_t handle = NULL;
         esp_err_t err = esp_https_ota_begin(&config, &handle);
         if (err != ESP_OK || handle == NULL) {
+            s_client = NULL;  /* freed by esp_https_ota_begin */
             /* Failing to connect at all is final; esp_https_ota posts ABORT without a
              * handle too. */
             fail(&result, err != ESP_OK ? err : ESP_FAIL, false, "%s", describe_begin_failure(err));
@@ -357,6 +376,7 @@ static void ota_task(void *arg)
         download(handle, offset, &result);
         if (result.error == ESP_OK && !g_agent.abort_requested) {
             err = esp_https_ota_finish(handle);
+            s_client = NULL;  /* freed by esp_https_ota_finish */
             post_record(AGENT_EVENT_FINISH, err, NULL);
             if (err != ESP_OK) {
                 fail(&result, err, false, err == ESP_ERR_OTA_VALIDATE_FAILED
@@ -373,6 +393,7 @@ static void ota_task(void *arg)
         }
         post_record(AGENT_EVENT_ABORT, g_agent.abort_requested ? ESP_OK : result.error, NULL);
         esp_https_ota_abort(handle);
+        s_client = NULL;  /* freed by esp_https_ota_abort */
         if (g_agent.abort_requested || !result.transport
             || attempts >= CONFIG_ESP_OTA_AGENT_RESUME_ATTEMPTS) {
             break;
