@@ -71,15 +71,47 @@ static esp_err_t send_ok(httpd_req_t *req)
     return send_json(req, "200 OK", ok, sizeof(ok) - 1);
 }
 
-/* A refusal sent before the request's body was read: drop the connection (a non-OK
- * return), rather than let the server read and discard a body of whatever length the
- * client announces, in its only task. */
-static esp_err_t without_body(httpd_req_t *req)
+/* A refusal comes before the request's body is read. A small body is read and dropped
+ * first, so that the answer reaches the client (closing a connection with unread bytes
+ * resets it, and the answer can be lost with it); a larger one, or one that does not
+ * arrive at once, is not read: the connection is closed after the answer. Bounded either
+ * way, in bytes and time: the server has one task, and a client without the secret must
+ * not hold it. */
+#define DISCARD_MAX_BYTES (20 * 1024)
+#define DISCARD_DEADLINE_US (2 * 1000 * 1000)
+
+static bool discard_body(httpd_req_t *req)
 {
-    return req->content_len > 0 ? ESP_FAIL : ESP_OK;
+    size_t left = req->content_len;
+    if (left > DISCARD_MAX_BYTES) {
+        return false;
+    }
+    char sink[256];
+    int64_t deadline = esp_timer_get_time() + DISCARD_DEADLINE_US;
+    while (left > 0 && esp_timer_get_time() < deadline) {
+        int got = httpd_req_recv(req, sink, left < sizeof(sink) ? left : sizeof(sink));
+        if (got == HTTPD_SOCK_ERR_TIMEOUT) {
+            continue;
+        }
+        if (got <= 0) {
+            return false;
+        }
+        left -= (size_t)got;
+    }
+    return left == 0;
 }
 
-static bool authorized(httpd_req_t *req)
+/* Answer an error before the body is read; a non-OK return closes the connection. */
+static esp_err_t refuse_unread(httpd_req_t *req, const char *status, const char *error, const char *message)
+{
+    bool drained = discard_body(req);
+    send_error(req, status, error, message);
+    return drained ? ESP_OK : ESP_FAIL;
+}
+
+/* True when the request carries the device secret; otherwise the 401 is sent and
+ * `*refusal` is what the handler returns. */
+static bool authorized(httpd_req_t *req, esp_err_t *refusal)
 {
     char value[320];  /* "Bearer " and the longest secret NVS may hold */
     bool matches = false;
@@ -90,7 +122,8 @@ static bool authorized(httpd_req_t *req)
     }
     if (!matches) {
         httpd_resp_set_hdr(req, "WWW-Authenticate", "Bearer realm=\"esp-ota\"");
-        send_error(req, "401 Unauthorized", "HTTPD_401_UNAUTHORIZED", "missing or wrong device secret");
+        *refusal = refuse_unread(req, "401 Unauthorized", "HTTPD_401_UNAUTHORIZED",
+                                 "missing or wrong device secret");
     }
     return matches;
 }
@@ -104,8 +137,9 @@ static void copy_label(char *out, size_t cap, const esp_partition_t *partition)
 
 static esp_err_t handle_info(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     const esp_app_desc_t *app = esp_app_get_description();
     const esp_partition_t *running = esp_ota_get_running_partition();
@@ -143,8 +177,9 @@ static esp_err_t handle_info(httpd_req_t *req)
 
 static esp_err_t handle_ota_status(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     agent_ota_status_t status;
     agent_get_status(&status);
@@ -198,12 +233,13 @@ static esp_err_t check_certificate(void *ctx, const char *cert_pem, char *messag
  * then the running image's state. */
 static esp_err_t handle_ota_start(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     if (req->content_len > AGENT_MAX_BODY_BYTES) {
-        send_error(req, "413 Payload Too Large", "ESP_ERR_INVALID_SIZE", "the request body is over 16 KiB");
-        return without_body(req);
+        return refuse_unread(req, "413 Payload Too Large", "ESP_ERR_INVALID_SIZE",
+                             "the request body is over 16 KiB");
     }
     char *body = NULL;
     esp_err_t err = read_body(req, &body);
@@ -255,8 +291,9 @@ static esp_err_t handle_ota_start(httpd_req_t *req)
 
 static esp_err_t handle_abort(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     agent_ota_status_t status;
     agent_get_status(&status);
@@ -271,8 +308,9 @@ static esp_err_t handle_abort(httpd_req_t *req)
 
 static esp_err_t handle_confirm(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     esp_ota_img_states_t state = ESP_OTA_IMG_UNDEFINED;
     esp_err_t err = esp_ota_get_state_partition(esp_ota_get_running_partition(), &state);
@@ -300,8 +338,9 @@ static esp_err_t handle_confirm(httpd_req_t *req)
 
 static esp_err_t handle_rollback(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     esp_err_t err = esp_ota_mark_app_invalid_rollback();
     if (err != ESP_OK) {
@@ -319,8 +358,9 @@ static esp_err_t handle_rollback(httpd_req_t *req)
 
 static esp_err_t handle_reboot(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     esp_err_t sent = send_ok(req);
     agent_restart_soon();
@@ -329,8 +369,9 @@ static esp_err_t handle_reboot(httpd_req_t *req)
 
 static esp_err_t handle_events(httpd_req_t *req)
 {
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
     return agent_events_open_stream(req);
 }
@@ -340,22 +381,22 @@ static esp_err_t handle_events(httpd_req_t *req)
 static esp_err_t handle_not_found(httpd_req_t *req, httpd_err_code_t error)
 {
     (void)error;
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
-    send_error(req, "404 Not Found", "ESP_ERR_NOT_FOUND", "no such endpoint");
-    return without_body(req);
+    return refuse_unread(req, "404 Not Found", "ESP_ERR_NOT_FOUND", "no such endpoint");
 }
 
 static esp_err_t handle_wrong_method(httpd_req_t *req, httpd_err_code_t error)
 {
     (void)error;
-    if (!authorized(req)) {
-        return without_body(req);
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
     }
-    send_error(req, "405 Method Not Allowed", "ESP_ERR_NOT_SUPPORTED",
-               "the endpoint does not take this method");
-    return without_body(req);
+    return refuse_unread(req, "405 Method Not Allowed", "ESP_ERR_NOT_SUPPORTED",
+                         "the endpoint does not take this method");
 }
 
 esp_err_t agent_api_register(httpd_handle_t server)
