@@ -18,6 +18,7 @@
 #include "mbedtls/x509_crt.h"
 
 #include "agent_priv.h"
+#include "core/agent_x509.h"
 
 static const char *TAG = "esp_ota_agent";
 
@@ -69,7 +70,7 @@ esp_err_t agent_crypto_make_certificate(const char *common_name, char **cert_pem
     snprintf(subject, sizeof(subject), "CN=%s", common_name);
     unsigned char serial[16];
     esp_fill_random(serial, sizeof(serial));
-    serial[0] &= 0x7f;  /* a positive INTEGER */
+    agent_x509_serial_from_random(serial, sizeof(serial));
     if (ret == 0) {
         mbedtls_x509write_crt_set_version(&writer, MBEDTLS_X509_CRT_VERSION_3);
         mbedtls_x509write_crt_set_md_alg(&writer, MBEDTLS_MD_SHA256);
