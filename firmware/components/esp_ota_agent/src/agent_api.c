@@ -137,10 +137,6 @@ static void copy_label(char *out, size_t cap, const esp_partition_t *partition)
 
 static esp_err_t handle_info(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     const esp_app_desc_t *app = esp_app_get_description();
     const esp_partition_t *running = esp_ota_get_running_partition();
     esp_ota_img_states_t state = ESP_OTA_IMG_UNDEFINED;
@@ -177,10 +173,6 @@ static esp_err_t handle_info(httpd_req_t *req)
 
 static esp_err_t handle_ota_status(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     agent_ota_status_t status;
     agent_get_status(&status);
     size_t length = agent_json_status(s_answer, sizeof(s_answer), &status, esp_err_to_name);
@@ -233,10 +225,6 @@ static esp_err_t check_certificate(void *ctx, const char *cert_pem, char *messag
  * then the running image's state. */
 static esp_err_t handle_ota_start(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     if (req->content_len > AGENT_MAX_BODY_BYTES) {
         return refuse_unread(req, "413 Payload Too Large", "ESP_ERR_INVALID_SIZE",
                              "the request body is over 16 KiB");
@@ -291,10 +279,6 @@ static esp_err_t handle_ota_start(httpd_req_t *req)
 
 static esp_err_t handle_abort(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     agent_ota_status_t status;
     agent_get_status(&status);
     if (agent_ota_abort() != ESP_OK) {
@@ -308,10 +292,6 @@ static esp_err_t handle_abort(httpd_req_t *req)
 
 static esp_err_t handle_confirm(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     esp_ota_img_states_t state = ESP_OTA_IMG_UNDEFINED;
     esp_err_t err = esp_ota_get_state_partition(esp_ota_get_running_partition(), &state);
     if (err == ESP_OK && state == ESP_OTA_IMG_PENDING_VERIFY && g_agent.health_check != NULL) {
@@ -338,10 +318,6 @@ static esp_err_t handle_confirm(httpd_req_t *req)
 
 static esp_err_t handle_rollback(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     esp_err_t err = esp_ota_mark_app_invalid_rollback();
     if (err != ESP_OK) {
         const char *message = err == ESP_ERR_OTA_ROLLBACK_FAILED
@@ -358,10 +334,6 @@ static esp_err_t handle_rollback(httpd_req_t *req)
 
 static esp_err_t handle_reboot(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     esp_err_t sent = send_ok(req);
     agent_restart_soon();
     return sent;
@@ -369,10 +341,6 @@ static esp_err_t handle_reboot(httpd_req_t *req)
 
 static esp_err_t handle_events(httpd_req_t *req)
 {
-    esp_err_t refusal = ESP_OK;
-    if (!authorized(req, &refusal)) {
-        return refusal;
-    }
     return agent_events_open_stream(req);
 }
 
@@ -399,20 +367,46 @@ static esp_err_t handle_wrong_method(httpd_req_t *req, httpd_err_code_t error)
                          "the endpoint does not take this method");
 }
 
+typedef esp_err_t (*api_handler_t)(httpd_req_t *req);
+
+typedef struct {
+    const char *uri;
+    httpd_method_t method;
+    api_handler_t handle;
+} api_route_t;
+
+static const api_route_t s_routes[] = {
+    {API_PREFIX "/info", HTTP_GET, handle_info},
+    {API_PREFIX "/ota", HTTP_GET, handle_ota_status},
+    {API_PREFIX "/ota", HTTP_POST, handle_ota_start},
+    {API_PREFIX "/ota/abort", HTTP_POST, handle_abort},
+    {API_PREFIX "/ota/confirm", HTTP_POST, handle_confirm},
+    {API_PREFIX "/ota/rollback", HTTP_POST, handle_rollback},
+    {API_PREFIX "/reboot", HTTP_POST, handle_reboot},
+    {API_PREFIX "/events", HTTP_GET, handle_events},
+};
+
+/* Every route goes through here: the secret is checked before any handler runs. */
+static esp_err_t authenticated(httpd_req_t *req)
+{
+    esp_err_t refusal = ESP_OK;
+    if (!authorized(req, &refusal)) {
+        return refusal;
+    }
+    const api_route_t *route = req->user_ctx;
+    return route->handle(req);
+}
+
 esp_err_t agent_api_register(httpd_handle_t server)
 {
-    static const httpd_uri_t routes[] = {
-        {.uri = API_PREFIX "/info", .method = HTTP_GET, .handler = handle_info},
-        {.uri = API_PREFIX "/ota", .method = HTTP_GET, .handler = handle_ota_status},
-        {.uri = API_PREFIX "/ota", .method = HTTP_POST, .handler = handle_ota_start},
-        {.uri = API_PREFIX "/ota/abort", .method = HTTP_POST, .handler = handle_abort},
-        {.uri = API_PREFIX "/ota/confirm", .method = HTTP_POST, .handler = handle_confirm},
-        {.uri = API_PREFIX "/ota/rollback", .method = HTTP_POST, .handler = handle_rollback},
-        {.uri = API_PREFIX "/reboot", .method = HTTP_POST, .handler = handle_reboot},
-        {.uri = API_PREFIX "/events", .method = HTTP_GET, .handler = handle_events},
-    };
-    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
-        esp_err_t err = httpd_register_uri_handler(server, &routes[i]);
+    for (size_t i = 0; i < sizeof(s_routes) / sizeof(s_routes[0]); i++) {
+        httpd_uri_t uri = {
+            .uri = s_routes[i].uri,
+            .method = s_routes[i].method,
+            .handler = authenticated,
+            .user_ctx = (void *)&s_routes[i],
+        };
+        esp_err_t err = httpd_register_uri_handler(server, &uri);
         if (err != ESP_OK) {
             return err;
         }
