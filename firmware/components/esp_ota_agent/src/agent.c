@@ -113,9 +113,8 @@ esp_err_t esp_ota_agent_start(const esp_ota_agent_config_t *config)
     }
     if (g_agent.lock == NULL) {
         g_agent.lock = xSemaphoreCreateMutex();
-        g_agent.job_done = xSemaphoreCreateBinary();
         g_agent.ring_flushed = xSemaphoreCreateBinary();
-        if (g_agent.lock == NULL || g_agent.job_done == NULL || g_agent.ring_flushed == NULL) {
+        if (g_agent.lock == NULL || g_agent.ring_flushed == NULL) {
             return ESP_ERR_NO_MEM;
         }
     }

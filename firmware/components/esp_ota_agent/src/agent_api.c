@@ -225,7 +225,7 @@ static esp_err_t check_certificate(void *ctx, const char *cert_pem, char *messag
  * then the running image's state. */
 static esp_err_t handle_ota_start(httpd_req_t *req)
 {
-    if (req->content_len > AGENT_MAX_BODY_BYTES) {
+    if (req->content_len > AGENT_OTA_REQUEST_MAX_BODY) {
         return refuse_unread(req, "413 Payload Too Large", "ESP_ERR_INVALID_SIZE",
                              "the request body is over 16 KiB");
     }

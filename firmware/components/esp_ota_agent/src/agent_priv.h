@@ -42,8 +42,6 @@
 #else
 #define AGENT_PARTIAL_DOWNLOAD false
 #endif
-/* Request bodies above this are refused (413) before a byte is read. */
-#define AGENT_MAX_BODY_BYTES (16 * 1024)
 /* The largest answer: GET /api/v1/info with every string at its longest, fully escaped. */
 #define AGENT_RESPONSE_BUFFER_BYTES AGENT_JSON_INFO_MAX
 /* An SSE frame: an event's JSON plus its id/event lines. */
@@ -96,7 +94,6 @@ typedef struct {
     int64_t last_progress_us;          /* for the stall watchdog */
     uint32_t last_progress_bytes;
     TimerHandle_t watchdog;
-    SemaphoreHandle_t job_done;        /* given when the OTA task ends */
 
     /* events (filled by the event loop task) */
     agent_event_ring_t ring;
