@@ -91,7 +91,8 @@ from custom_components.esp_ota.const import (
     DOMAIN,
 )
 from custom_components.esp_ota.espota.certificates import make_server_certificate
-from custom_components.esp_ota.espota.device_client import DeviceClient, DeviceError
+from custom_components.esp_ota.espota.device_client import DeviceClient
+from custom_components.esp_ota.espota.errors import DeviceError
 from custom_components.esp_ota.espota.image_builder import build_app_image
 from custom_components.esp_ota.firmware import FIRMWARE_SERVICE
 from simulator.fleet import Fleet, FleetDevice, FleetOptions

@@ -44,16 +44,16 @@ from .const import (
     DOMAIN,
     ZEROCONF_API_VERSION,
 )
-from .espota.device_client import (
+from .espota.device_client import DeviceClient
+from .espota.errors import (
     CertificateMismatchError,
-    DeviceClient,
     DeviceError,
-    DeviceInfo,
     DeviceUnauthorizedError,
     DeviceUnreachableError,
 )
 from .espota.feed import Channel
 from .espota.feed_signing import KeyFormatError, load_public_key
+from .espota.protocol import DeviceInfo
 from .helpers import parse_host
 
 SECRET_SELECTOR = TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD))

@@ -17,16 +17,9 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from .const import DEVICE_POLL_INTERVAL, DOMAIN
-from .espota.device_client import (
-    CertificateMismatchError,
-    DeviceClient,
-    DeviceError,
-    DeviceEvent,
-    DeviceInfo,
-    DeviceUnauthorizedError,
-    EventType,
-    OtaState,
-)
+from .espota.device_client import DeviceClient
+from .espota.errors import CertificateMismatchError, DeviceError, DeviceUnauthorizedError
+from .espota.protocol import DeviceEvent, DeviceInfo, EventType, OtaState
 from .espota.update_job import UpdateJobRecord
 from .feed_coordinator import FeedCoordinator
 

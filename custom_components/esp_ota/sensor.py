@@ -19,7 +19,7 @@ from homeassistant.util import dt as dt_util
 
 from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, OtaPhase
 from .entity import EspOtaEntity
-from .espota.device_client import ImageState
+from .espota.protocol import ImageState
 
 PARALLEL_UPDATES = 0  # read-only: the coordinator does all the talking
 

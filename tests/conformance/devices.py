@@ -35,12 +35,10 @@ from typing import ClassVar, Final
 
 import aiohttp
 
-from custom_components.esp_ota.espota.device_client import (
-    DeviceClient,
-    DeviceError,
-    DeviceInfo,
-)
+from custom_components.esp_ota.espota.device_client import DeviceClient
+from custom_components.esp_ota.espota.errors import DeviceError
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import DeviceInfo
 from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.faults import FaultPlan

@@ -24,20 +24,19 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from custom_components.esp_ota.espota.certificates import make_server_certificate
-from custom_components.esp_ota.espota.device_client import (
-    DeviceClient,
-    DeviceError,
+from custom_components.esp_ota.espota.device_client import DeviceClient
+from custom_components.esp_ota.espota.errors import DeviceError, ImageError
+from custom_components.esp_ota.espota.firmware_server import FirmwareServer
+from custom_components.esp_ota.espota.firmware_store import StoredImage
+from custom_components.esp_ota.espota.image import AppDescriptor, ImageInfo, parse_image
+from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import (
     DeviceEvent,
     DeviceInfo,
     EventType,
     OtaState,
     OtaStatus,
 )
-from custom_components.esp_ota.espota.errors import ImageError
-from custom_components.esp_ota.espota.firmware_server import FirmwareServer
-from custom_components.esp_ota.espota.firmware_store import StoredImage
-from custom_components.esp_ota.espota.image import AppDescriptor, ImageInfo, parse_image
-from custom_components.esp_ota.espota.image_builder import build_app_image
 
 from .devices import (
     DEFAULT_PROJECT,

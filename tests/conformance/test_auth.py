@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from custom_components.esp_ota.espota.device_client import ImageState, OtaState
+from custom_components.esp_ota.espota.protocol import ImageState, OtaState
 
 from .conftest import DutFactory
 from .devices import DeviceOptions, DeviceUnderTest

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from custom_components.esp_ota.espota.device_client import OtaState
+from custom_components.esp_ota.espota.protocol import OtaState
 
 from .devices import DeviceUnderTest
 from .support import (

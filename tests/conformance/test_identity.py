@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from custom_components.esp_ota.espota.device_client import ImageState, OtaState
+from custom_components.esp_ota.espota.protocol import ImageState, OtaState
 
 from .conftest import DutFactory
 from .devices import DeviceOptions, DeviceUnderTest

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-from custom_components.esp_ota.espota.device_client import EventType, ImageState, OtaState
 from custom_components.esp_ota.espota.image_builder import Defect, build_broken_image, corrupt_byte
+from custom_components.esp_ota.espota.protocol import EventType, ImageState, OtaState
 
 from .devices import DEFAULT_PROJECT, IMAGE_SIZE, DeviceUnderTest
 from .support import (

@@ -9,11 +9,7 @@ from typing import Any
 import pytest
 
 from custom_components.esp_ota.espota.certificates import make_server_certificate
-from custom_components.esp_ota.espota.device_client import (
-    EventType,
-    ImageState,
-    OtaState,
-)
+from custom_components.esp_ota.espota.protocol import EventType, ImageState, OtaState
 
 from .conftest import DutFactory
 from .devices import DeviceOptions, DeviceUnderTest

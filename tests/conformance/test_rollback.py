@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from custom_components.esp_ota.espota.device_client import (
-    DeviceRefusedError,
-    ImageState,
-    OtaState,
-)
+from custom_components.esp_ota.espota.errors import DeviceRefusedError
+from custom_components.esp_ota.espota.protocol import ImageState, OtaState
 
 from .conftest import DutFactory
 from .devices import DeviceOptions, DeviceUnderTest
@@ -38,7 +35,7 @@ async def test_confirm_and_rollback_on_a_fresh_device(dut: DeviceUnderTest) -> N
     await dut.client.confirm()
     with pytest.raises(DeviceRefusedError) as refused:
         await dut.client.rollback()
-    assert refused.value.error_name == "ESP_ERR_OTA_ROLLBACK_FAILED", refused.value
+    assert refused.value.error == "ESP_ERR_OTA_ROLLBACK_FAILED", refused.value
     info = await assert_not_rebooted(dut, mark)
     assert_on(info, "1.0.0", "ota_0", image_state=ImageState.VALID)
     assert info.last_invalid_partition is None
@@ -64,7 +61,7 @@ async def test_rollback_on_request(
 
     with pytest.raises(DeviceRefusedError) as refused:
         await dut.client.rollback()
-    assert refused.value.error_name == "ESP_ERR_OTA_ROLLBACK_FAILED", refused.value
+    assert refused.value.error == "ESP_ERR_OTA_ROLLBACK_FAILED", refused.value
     again = await reboot(dut)
     assert_on(again, "1.0.0", "ota_0", image_state=ImageState.VALID)
 

@@ -10,14 +10,8 @@ import time
 
 import pytest
 
-from custom_components.esp_ota.espota.device_client import (
-    DeviceBusyError,
-    DeviceRefusedError,
-    EventType,
-    ImageState,
-    OtaState,
-    OtaStatus,
-)
+from custom_components.esp_ota.espota.errors import DeviceBusyError, DeviceRefusedError
+from custom_components.esp_ota.espota.protocol import EventType, ImageState, OtaState, OtaStatus
 
 from .devices import STALL_S, DeviceUnderTest
 from .fault_proxy import Rule
@@ -154,7 +148,7 @@ async def test_update_confirm_and_its_events(dut: DeviceUnderTest, firmware: Fir
     with pytest.raises(DeviceRefusedError) as refused:
         await start_update(dut, firmware.publish(make_image("1.2.0"), "1.2.0"))
     assert not isinstance(refused.value, DeviceBusyError)
-    assert refused.value.error_name == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
+    assert refused.value.error == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
     assert (await dut.client.ota_status()) == final
 
     await dut.client.confirm()
@@ -227,7 +221,7 @@ async def test_a_second_start_while_downloading_is_busy(
     await wait_downloading(dut, ota_id)
     with pytest.raises(DeviceBusyError) as busy:
         await start_update(dut, firmware.publish(make_image("1.2.0"), "1.2.0"))
-    assert busy.value.error_name == "ESP_ERR_INVALID_STATE"
+    assert busy.value.error == "ESP_ERR_INVALID_STATE"
     status = await dut.client.ota_status()
     assert (status.ota_id, status.state, status.target_version) == (
         ota_id,
@@ -243,7 +237,7 @@ async def test_abort(dut: DeviceUnderTest, firmware: FirmwareHost) -> None:
     aborted, the boot partition is unchanged, and the next update works."""
     with pytest.raises(DeviceRefusedError) as refused:
         await dut.client.abort_ota()
-    assert refused.value.error_name == "ESP_ERR_INVALID_STATE"
+    assert refused.value.error == "ESP_ERR_INVALID_STATE"
 
     firmware.proxy.default_rule = CRAWL
     offer = firmware.publish(make_image("1.1.0"), "1.1.0")
@@ -264,7 +258,7 @@ async def test_abort(dut: DeviceUnderTest, firmware: FirmwareHost) -> None:
     assert info.last_ota == status
     with pytest.raises(DeviceRefusedError) as again:
         await dut.client.abort_ota()
-    assert again.value.error_name == "ESP_ERR_INVALID_STATE"
+    assert again.value.error == "ESP_ERR_INVALID_STATE"
 
     firmware.proxy.default_rule = Rule()
     info = await update_successfully(dut, offer)

@@ -24,24 +24,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from custom_components.esp_ota.espota import device_client
-from custom_components.esp_ota.espota.device_client import (
+from custom_components.esp_ota.espota.device_client import DeviceClient
+from custom_components.esp_ota.espota.errors import (
     CertificateMismatchError,
     DeviceBusyError,
-    DeviceClient,
     DeviceError,
-    DeviceEvent,
-    DeviceInfo,
     DeviceProtocolError,
     DeviceRefusedError,
     DeviceTimeoutError,
     DeviceUnauthorizedError,
     DeviceUnreachableError,
+    EspOtaError,
+)
+from custom_components.esp_ota.espota.protocol import (
+    DeviceEvent,
+    DeviceInfo,
     EventType,
     ImageState,
     OtaState,
     OtaStatus,
 )
-from custom_components.esp_ota.espota.errors import EspOtaError
 from tests.simulator.firmware_server import make_certificate
 
 SECRET = "stub-secret"
@@ -188,7 +190,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(DeviceTimeoutError, DeviceUnreachableError)
     assert issubclass(DeviceBusyError, DeviceRefusedError)
     refused = DeviceRefusedError("ESP_ERR_INVALID_ARG", "bad url")
-    assert (refused.error_name, refused.message, str(refused)) == (
+    assert (refused.error, refused.message, str(refused)) == (
         "ESP_ERR_INVALID_ARG",
         "bad url",
         "ESP_ERR_INVALID_ARG: bad url",
@@ -275,12 +277,12 @@ async def test_refusals_are_typed(stub: StubDevice, session: aiohttp.ClientSessi
     stub.answer("/ota", {"error": "ESP_ERR_INVALID_STATE", "message": "OTA x runs"}, status=409)
     with pytest.raises(DeviceBusyError) as busy:
         await client.start_ota(url="u", sha256="s", size=1, version="v", cert_pem="c")
-    assert (busy.value.error_name, busy.value.message) == ("ESP_ERR_INVALID_STATE", "OTA x runs")
+    assert (busy.value.error, busy.value.message) == ("ESP_ERR_INVALID_STATE", "OTA x runs")
     stub.answer("/ota", {"error": "ESP_ERR_OTA_ROLLBACK_INVALID_STATE", "message": "m"}, 409)
     with pytest.raises(DeviceRefusedError) as pending:
         await client.start_ota(url="u", sha256="s", size=1, version="v", cert_pem="c")
     assert not isinstance(pending.value, DeviceBusyError)
-    assert pending.value.error_name == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
+    assert pending.value.error == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
     stub.answer("/ota/abort", {"error": "ESP_ERR_INVALID_STATE", "message": "nothing"}, 409)
     with pytest.raises(DeviceRefusedError) as nothing:
         await client.abort_ota()
@@ -288,7 +290,7 @@ async def test_refusals_are_typed(stub: StubDevice, session: aiohttp.ClientSessi
     stub.answer("/ota/confirm", {"error": "ESP_ERR_NOT_FOUND"}, status=404)
     with pytest.raises(DeviceRefusedError) as missing:
         await client.confirm()
-    assert (missing.value.error_name, missing.value.message) == ("ESP_ERR_NOT_FOUND", "")
+    assert (missing.value.error, missing.value.message) == ("ESP_ERR_NOT_FOUND", "")
 
 
 async def test_protocol_violations(stub: StubDevice, session: aiohttp.ClientSession) -> None:

@@ -24,12 +24,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from custom_components.esp_ota.espota.device_client import (
-    DeviceClient,
-    ImageState,
-    OtaState,
-    OtaStatus,
-)
+from custom_components.esp_ota.espota.device_client import DeviceClient
 from custom_components.esp_ota.espota.errors import (
     EspOtaError,
     FeedConnectionError,
@@ -40,6 +35,7 @@ from custom_components.esp_ota.espota.errors import (
 )
 from custom_components.esp_ota.espota.image import read_app_descriptor
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import ImageState, OtaState, OtaStatus
 from custom_components.esp_ota.espota.update_job import (
     FailureReason,
     JobTimeouts,

@@ -19,12 +19,12 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.esp_ota.const import DOMAIN
 from custom_components.esp_ota.coordinator import EspOtaDeviceCoordinator, OtaPhase
-from custom_components.esp_ota.espota.device_client import EventType
 from custom_components.esp_ota.espota.image_builder import (
     Defect,
     build_app_image,
     build_broken_image,
 )
+from custom_components.esp_ota.espota.protocol import EventType
 from simulator.model import OtaRequest
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
 

@@ -14,18 +14,15 @@ import aiohttp
 import pytest
 
 from custom_components.esp_ota.espota import device_client
-from custom_components.esp_ota.espota.device_client import (
+from custom_components.esp_ota.espota.device_client import DeviceClient
+from custom_components.esp_ota.espota.errors import (
     CertificateMismatchError,
     DeviceBusyError,
-    DeviceClient,
-    DeviceEvent,
     DeviceRefusedError,
     DeviceUnauthorizedError,
     DeviceUnreachableError,
-    EventType,
-    ImageState,
-    OtaState,
 )
+from custom_components.esp_ota.espota.protocol import DeviceEvent, EventType, ImageState, OtaState
 from simulator import api as api_module
 from simulator.api import DeviceApiServer
 from simulator.device import SimulatedDevice
@@ -234,7 +231,7 @@ async def test_full_update_through_the_api(
             version="3.0.0",
             cert_pem=firmware_server.cert_pem,
         )
-    assert refused.value.error_name == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
+    assert refused.value.error == "ESP_ERR_OTA_ROLLBACK_INVALID_STATE"
 
     await served.client.confirm()
     assert (await served.client.info()).image_state is ImageState.VALID
@@ -344,18 +341,18 @@ async def test_busy_and_bad_requests(serve: ServeDevice, firmware_server: Firmwa
     await start()
     with pytest.raises(DeviceBusyError) as busy:
         await start()
-    assert busy.value.error_name == "ESP_ERR_INVALID_STATE"
+    assert busy.value.error == "ESP_ERR_INVALID_STATE"
     await served.client.abort_ota()
     await wait_until(lambda: served.device.ota_status().state.value == "aborted")
     assert (await served.client.ota_status()).state is OtaState.ABORTED
     with pytest.raises(DeviceRefusedError) as not_running:
         await served.client.abort_ota()
-    assert not_running.value.error_name == "ESP_ERR_INVALID_STATE"
+    assert not_running.value.error == "ESP_ERR_INVALID_STATE"
     assert not isinstance(not_running.value, DeviceBusyError)
 
     with pytest.raises(DeviceRefusedError) as invalid:
         await start("http://127.0.0.1/x.bin")
-    assert invalid.value.error_name == "ESP_ERR_INVALID_ARG"
+    assert invalid.value.error == "ESP_ERR_INVALID_ARG"
     for broken in ({"url": 5}, {"headers": {"a": 1}}, {"size": True}):
         async with served.session.post(
             served.url + "/api/v1/ota",
@@ -388,7 +385,7 @@ async def test_rollback_over_the_api(serve: ServeDevice, firmware_server: Firmwa
     assert info.running_partition == "ota_0"
     with pytest.raises(DeviceRefusedError) as failed:
         await served.client.rollback()
-    assert failed.value.error_name == "ESP_ERR_OTA_ROLLBACK_FAILED"
+    assert failed.value.error == "ESP_ERR_OTA_ROLLBACK_FAILED"
 
 
 async def test_certificate_pinning(serve: ServeDevice) -> None:

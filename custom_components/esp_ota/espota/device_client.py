@@ -1,4 +1,5 @@
-"""Async client of the device API (protocol v1, docs/protocol.md).
+"""Async transport client of the device API (protocol v1, docs/protocol.md): HTTPS with
+a pinned certificate, and the event stream's framing. The models are protocol.py's.
 
 The aiohttp session is injected. The device's self-signed certificate is pinned by the
 SHA-256 fingerprint of its DER encoding: `fetch_certificate_fingerprint()` reads it once
@@ -13,18 +14,36 @@ import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final
 
 import aiohttp
 from aiohttp import http_exceptions
 
-from .errors import EspOtaError
+from .errors import (
+    CertificateMismatchError,
+    DeviceBusyError,
+    DeviceError,
+    DeviceProtocolError,
+    DeviceRefusedError,
+    DeviceTimeoutError,
+    DeviceUnauthorizedError,
+    DeviceUnreachableError,
+)
+from .protocol import (
+    API_PREFIX,
+    ESP_ERR_INVALID_STATE,
+    DeviceEvent,
+    DeviceInfo,
+    OtaStatus,
+    parse_device_event,
+    parse_device_info,
+    parse_ota_status,
+    parse_refusal,
+    parse_started,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
-API_PREFIX: Final = "/api/v1"
 DEFAULT_TIMEOUT: Final = 10.0
 # The device sends a keep-alive comment every 15 s on an idle event stream.
 EVENT_STREAM_READ_TIMEOUT: Final = 45.0
@@ -32,7 +51,6 @@ EVENT_STREAM_READ_TIMEOUT: Final = 45.0
 MAX_EVENT_BYTES: Final = 64 * 1024
 EVENT_RECONNECT_MIN_S: Final = 0.5
 EVENT_RECONNECT_MAX_S: Final = 30.0
-ESP_ERR_INVALID_STATE: Final = "ESP_ERR_INVALID_STATE"
 
 
 def _read_only_tls() -> ssl.SSLContext:
@@ -48,224 +66,6 @@ def _read_only_tls() -> ssl.SSLContext:
 
 
 _READ_ONLY_TLS: Final = _read_only_tls()
-
-
-class DeviceError(EspOtaError):
-    """Talking to a device failed."""
-
-
-class DeviceUnreachableError(DeviceError):
-    """The device did not answer (offline, rebooting, wrong address)."""
-
-
-class DeviceTimeoutError(DeviceUnreachableError):
-    """The device did not answer in time."""
-
-
-class DeviceUnauthorizedError(DeviceError):
-    """The device refused the secret (HTTP 401)."""
-
-
-class CertificateMismatchError(DeviceError):
-    """The device presented a certificate other than the pinned one."""
-
-
-class DeviceProtocolError(DeviceError):
-    """The device answered something protocol v1 does not allow."""
-
-
-class DeviceRefusedError(DeviceError):
-    """The device refused the request; `error_name` is ESP-IDF's error name."""
-
-    def __init__(self, error_name: str, message: str) -> None:
-        super().__init__(f"{error_name}: {message}")
-        self.error_name = error_name
-        self.message = message
-
-
-class DeviceBusyError(DeviceRefusedError):
-    """An OTA is already running on the device (ESP_ERR_INVALID_STATE)."""
-
-
-class ImageState(StrEnum):
-    """The running image's state (esp_ota_img_states_t)."""
-
-    NEW = "new"
-    PENDING_VERIFY = "pending_verify"
-    VALID = "valid"
-    INVALID = "invalid"
-    ABORTED = "aborted"
-    UNDEFINED = "undefined"
-
-
-class OtaState(StrEnum):
-    """Where the device's OTA job is."""
-
-    IDLE = "idle"
-    CONNECTING = "connecting"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    REBOOTING = "rebooting"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ABORTED = "aborted"
-
-
-class EventType(StrEnum):
-    """esp_https_ota events, and the device's reboot."""
-
-    START = "start"
-    CONNECTED = "connected"
-    GET_IMG_DESC = "get_img_desc"
-    VERIFY_CHIP_ID = "verify_chip_id"
-    VERIFY_CHIP_REVISION = "verify_chip_revision"
-    WRITE_FLASH = "write_flash"
-    UPDATE_BOOT_PARTITION = "update_boot_partition"
-    FINISH = "finish"
-    ABORT = "abort"
-    REBOOT = "reboot"
-
-
-@dataclass(frozen=True, slots=True)
-class OtaStatus:
-    """GET /api/v1/ota."""
-
-    state: OtaState
-    ota_id: str | None
-    target_version: str | None
-    bytes_written: int
-    image_size: int | None
-    error: str | None
-    message: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """GET /api/v1/info."""
-
-    api: int
-    mac: str
-    chip: str
-    chip_revision: int
-    project: str
-    version: str
-    idf_ver: str
-    app_elf_sha256: str
-    secure_version: int
-    running_partition: str
-    boot_partition: str
-    image_state: ImageState
-    last_invalid_partition: str | None
-    last_ota: OtaStatus
-    reset_reason: str
-    uptime_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceEvent:
-    """One event of GET /api/v1/events."""
-
-    id: int
-    type: EventType
-    ota_id: str | None
-    bytes_written: int | None
-    image_size: int | None
-    project: str | None
-    version: str | None
-    error: str | None
-
-
-class _Reader:
-    """Typed access to a JSON object; anything else is a DeviceProtocolError."""
-
-    def __init__(self, data: Any, what: str) -> None:
-        if not isinstance(data, Mapping):
-            raise DeviceProtocolError(f"{what}: expected a JSON object")
-        self._data = data
-        self._what = what
-
-    def _get(self, name: str, kinds: tuple[type, ...], optional: bool) -> Any:
-        value = self._data.get(name)
-        if value is None and optional:
-            return None
-        if not isinstance(value, kinds) or isinstance(value, bool):
-            raise DeviceProtocolError(f"{self._what}.{name}: missing or of the wrong type")
-        return value
-
-    def text(self, name: str) -> str:
-        value: str = self._get(name, (str,), optional=False)
-        return value
-
-    def optional_text(self, name: str) -> str | None:
-        value: str | None = self._get(name, (str,), optional=True)
-        return value
-
-    def number(self, name: str) -> int:
-        value: int = self._get(name, (int,), optional=False)
-        return value
-
-    def optional_number(self, name: str) -> int | None:
-        value: int | None = self._get(name, (int,), optional=True)
-        return value
-
-    def real(self, name: str) -> float:
-        return float(self._get(name, (int, float), optional=False))
-
-    def choice[E: StrEnum](self, name: str, enum: type[E]) -> E:
-        value = self.text(name)
-        try:
-            return enum(value)
-        except ValueError as err:
-            raise DeviceProtocolError(f"{self._what}.{name}: unknown value {value!r}") from err
-
-    def child(self, name: str) -> _Reader:
-        return _Reader(self._data.get(name), f"{self._what}.{name}")
-
-
-def _ota_status(reader: _Reader) -> OtaStatus:
-    return OtaStatus(
-        state=reader.choice("state", OtaState),
-        ota_id=reader.optional_text("ota_id"),
-        target_version=reader.optional_text("target_version"),
-        bytes_written=reader.number("bytes_written"),
-        image_size=reader.optional_number("image_size"),
-        error=reader.optional_text("error"),
-        message=reader.optional_text("message"),
-    )
-
-
-def _device_info(reader: _Reader) -> DeviceInfo:
-    return DeviceInfo(
-        api=reader.number("api"),
-        mac=reader.text("mac"),
-        chip=reader.text("chip"),
-        chip_revision=reader.number("chip_revision"),
-        project=reader.text("project"),
-        version=reader.text("version"),
-        idf_ver=reader.text("idf_ver"),
-        app_elf_sha256=reader.text("app_elf_sha256"),
-        secure_version=reader.number("secure_version"),
-        running_partition=reader.text("running_partition"),
-        boot_partition=reader.text("boot_partition"),
-        image_state=reader.choice("image_state", ImageState),
-        last_invalid_partition=reader.optional_text("last_invalid_partition"),
-        last_ota=_ota_status(reader.child("last_ota")),
-        reset_reason=reader.text("reset_reason"),
-        uptime_s=reader.real("uptime_s"),
-    )
-
-
-def _device_event(reader: _Reader) -> DeviceEvent:
-    return DeviceEvent(
-        id=reader.number("id"),
-        type=reader.choice("type", EventType),
-        ota_id=reader.optional_text("ota_id"),
-        bytes_written=reader.optional_number("bytes_written"),
-        image_size=reader.optional_number("image_size"),
-        project=reader.optional_text("project"),
-        version=reader.optional_text("version"),
-        error=reader.optional_text("error"),
-    )
 
 
 async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
@@ -397,19 +197,18 @@ class DeviceClient:
 
     @staticmethod
     def _refusal(method: str, path: str, status: int, data: Any) -> DeviceError:
-        reader = _Reader(data, f"{method} {path} error")
-        error_name, message = reader.text("error"), reader.optional_text("message") or ""
-        if status == 409 and error_name == ESP_ERR_INVALID_STATE and path == "/ota":
-            return DeviceBusyError(error_name, message)
-        return DeviceRefusedError(error_name, message)
+        error, message = parse_refusal(data, f"{method} {path}")
+        if status == 409 and error == ESP_ERR_INVALID_STATE and path == "/ota":
+            return DeviceBusyError(error, message)
+        return DeviceRefusedError(error, message)
 
     async def info(self) -> DeviceInfo:
         """Identity and state."""
-        return _device_info(_Reader(await self._request("GET", "/info"), "info"))
+        return parse_device_info(await self._request("GET", "/info"))
 
     async def ota_status(self) -> OtaStatus:
         """The current or last OTA job."""
-        return _ota_status(_Reader(await self._request("GET", "/ota"), "ota"))
+        return parse_ota_status(await self._request("GET", "/ota"))
 
     async def start_ota(
         self,
@@ -430,7 +229,7 @@ class DeviceClient:
             "cert_pem": cert_pem,
             "headers": dict(headers or {}),
         }
-        return _Reader(await self._request("POST", "/ota", body), "start").text("ota_id")
+        return parse_started(await self._request("POST", "/ota", body))
 
     async def abort_ota(self) -> None:
         """Stop the running download (esp_https_ota_abort)."""
@@ -540,4 +339,4 @@ class DeviceClient:
             decoded = json.loads(data)
         except ValueError as err:
             raise DeviceProtocolError(f"event data is not JSON: {data[:80]!r}") from err
-        return _device_event(_Reader(decoded, "event"))
+        return parse_device_event(decoded)

@@ -126,3 +126,44 @@ class FirmwareMismatchError(FirmwareError):
         self.expected = expected
         self.actual = actual
         self.against = against  # "device" or "release"
+
+
+# --- devices (docs/protocol.md) ---
+
+
+class DeviceError(EspOtaError):
+    """Talking to a device failed."""
+
+
+class DeviceUnreachableError(DeviceError):
+    """The device did not answer (offline, rebooting, wrong address)."""
+
+
+class DeviceTimeoutError(DeviceUnreachableError):
+    """The device did not answer in time."""
+
+
+class DeviceUnauthorizedError(DeviceError):
+    """The device refused the secret (HTTP 401)."""
+
+
+class CertificateMismatchError(DeviceError):
+    """The device presented a certificate other than the pinned one."""
+
+
+class DeviceProtocolError(DeviceError):
+    """The device answered something protocol v1 does not allow."""
+
+
+class DeviceRefusedError(DeviceError):
+    """The device refused the request; `error` is ESP-IDF's error name (the answer's
+    "error" field, docs/protocol.md)."""
+
+    def __init__(self, error: str, message: str) -> None:
+        super().__init__(f"{error}: {message}")
+        self.error = error
+        self.message = message
+
+
+class DeviceBusyError(DeviceRefusedError):
+    """An OTA is already running on the device (ESP_ERR_INVALID_STATE)."""

@@ -28,21 +28,19 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Final, NamedTuple, NoReturn, Protocol
 
-from .device_client import (
+from .device_client import DeviceClient
+from .errors import (
     DeviceBusyError,
-    DeviceClient,
-    DeviceEvent,
-    DeviceInfo,
     DeviceRefusedError,
     DeviceTimeoutError,
     DeviceUnauthorizedError,
     DeviceUnreachableError,
-    EventType,
-    ImageState,
-    OtaState,
-    OtaStatus,
+    EspOtaError,
+    FirmwareIntegrityError,
+    FirmwareMismatchError,
+    ImageError,
 )
-from .errors import EspOtaError, FirmwareIntegrityError, FirmwareMismatchError, ImageError
+from .protocol import DeviceEvent, DeviceInfo, EventType, ImageState, OtaState, OtaStatus
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -545,9 +543,9 @@ class UpdateJob:
                 if self._adoptable(status):
                     self._adopt(status.ota_id)
                     return
-                self._end_failed(FailureReason.DEVICE_BUSY, err.error_name, err.message)
+                self._end_failed(FailureReason.DEVICE_BUSY, err.error, err.message)
             except DeviceRefusedError as err:
-                self._end_failed(FailureReason.DEVICE_REFUSED, err.error_name, err.message)
+                self._end_failed(FailureReason.DEVICE_REFUSED, err.error, err.message)
             except DeviceUnreachableError:
                 # Ask before sending again: the start may have arrived.
                 status = await self._status_until(deadline)
@@ -805,7 +803,7 @@ class UpdateJob:
                 await self._bounded(self._client.confirm(), deadline)
                 confirmed = True
             except DeviceRefusedError as err:
-                self._end_failed(FailureReason.CONFIRM_FAILED, err.error_name, err.message)
+                self._end_failed(FailureReason.CONFIRM_FAILED, err.error, err.message)
             except DeviceUnreachableError:
                 if self._clock() >= deadline:
                     raise
@@ -983,7 +981,7 @@ class UpdateJob:
             )
         elif isinstance(err, DeviceRefusedError):
             verdict = _Verdict(
-                UpdateStep.FAILED, FailureReason.DEVICE_REFUSED, err.error_name, err.message
+                UpdateStep.FAILED, FailureReason.DEVICE_REFUSED, err.error, err.message
             )
         else:  # unreachable, timeouts, certificate mismatch, protocol violations
             verdict = _Verdict(
