@@ -18,14 +18,14 @@ import gc
 import hashlib
 import time
 import tracemalloc
-from dataclasses import replace
 from pathlib import Path
 
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import OtaState
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.flash import pooled_sector_count
-from simulator.https_ota import OtaConfig
-from simulator.model import OtaRequest, OtaState
+from simulator.model import OtaRequest
+from simulator.ota_task import OtaTaskConfig
 from simulator.pace import Pace
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
 
@@ -58,7 +58,7 @@ def request_for(server: FirmwareServer, data: bytes, version: str) -> OtaRequest
 
 
 async def one_update(
-    server: FirmwareServer, factory: bytes, new: bytes, pace: Pace, ota: OtaConfig
+    server: FirmwareServer, factory: bytes, new: bytes, pace: Pace, ota: OtaTaskConfig
 ) -> float:
     device = SimulatedDevice(
         DeviceConfig(mac="bench", factory_image=factory, pace=pace, reboot_time_s=0, ota=ota)
@@ -136,13 +136,13 @@ async def main(quick: bool, fleet: bool) -> None:
     new = image("2.0.0", seed=2)
     server = await start_firmware_server()
     try:
-        plain = OtaConfig()
+        plain = OtaTaskConfig()
         elapsed = await one_update(server, factory, new, Pace.UNTHROTTLED, plain)
         print(f"1.5 MB OTA, UNTHROTTLED: {elapsed:.2f} s")
         if not quick:
             elapsed = await one_update(server, factory, new, Pace.REALISTIC, plain)
             print(f"1.5 MB OTA, REALISTIC (4 KiB sector erases): {elapsed:.1f} s")
-            bulk = replace(plain, bulk_flash_erase=True)
+            bulk = plain.with_settings(bulk_flash_erase=True)
             elapsed = await one_update(server, factory, new, Pace.REALISTIC, bulk)
             print(f"1.5 MB OTA, REALISTIC (bulk_flash_erase): {elapsed:.1f} s")
         await idle_fleet_memory(factory)

@@ -21,8 +21,10 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from custom_components.esp_ota.espota.protocol import DeviceEvent
+
 from .device import SimulatedDevice
-from .model import DeviceRefusedError, OtaEvent, OtaRequest
+from .model import DeviceRefusedError, OtaRequest
 from .tls import DeviceCertificate
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def _error(status: int, error: str, message: str) -> web.Response:
     return web.json_response({"error": error, "message": message}, status=status)
 
 
-def encode_event(event: OtaEvent) -> bytes:
+def encode_event(event: DeviceEvent) -> bytes:
     """One server-sent event: id, event type, and the event as JSON data."""
     data = json.dumps(_jsonable(event), separators=(",", ":"))
     return f"id: {event.id}\nevent: {event.type.value}\ndata: {data}\n\n".encode()
@@ -312,7 +314,7 @@ class DeviceApiServer:
         )
         sent_id = 0
 
-        async def send(event: OtaEvent) -> None:
+        async def send(event: DeviceEvent) -> None:
             nonlocal sent_id
             if event.id > sent_id:
                 sent_id = event.id
@@ -328,7 +330,7 @@ class DeviceApiServer:
                 for event in self.device.events_since(int(last_id)):
                     await send(event)
             stopping = asyncio.ensure_future(stop.wait())
-            getter: asyncio.Future[OtaEvent] | None = None
+            getter: asyncio.Future[DeviceEvent] | None = None
             try:
                 while not stop.is_set():
                     getter = asyncio.ensure_future(queue.get())

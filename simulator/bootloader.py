@@ -19,12 +19,11 @@ from typing import Final
 from custom_components.esp_ota.espota.errors import ImageError
 from custom_components.esp_ota.espota.image import ImageInfo
 
-from .app_image import image_chip_error, partition_description, verify_partition_image
+from .app_image import partition_description, verify_partition_image
 from .esp_err import EspError
-from .flash import Flash
-from .ota_ops import EFuse
-from .otadata import OtaData, OtaImgState, OtaSelectEntry, select_otadata
-from .partitions import Partition, PartitionTable
+from .hardware import Hardware
+from .otadata import OtaImgState, OtaSelectEntry, select_otadata
+from .partitions import Partition
 
 FACTORY_INDEX: Final = -1
 
@@ -45,27 +44,13 @@ class BootResult:
 
 
 class Bootloader:
-    """The bootloader of one device."""
+    """The bootloader of one device: `hardware` is the chip it runs on, with the rollback
+    options it was built with."""
 
-    def __init__(
-        self,
-        *,
-        flash: Flash,
-        table: PartitionTable,
-        efuse: EFuse,
-        chip_id: int,
-        chip_revision: int,
-        rollback_enabled: bool = True,
-        anti_rollback: bool = True,
-    ) -> None:
-        self.flash = flash
-        self.table = table
-        self.efuse = efuse
-        self.chip_id = chip_id
-        self.chip_revision = chip_revision
-        self.rollback_enabled = rollback_enabled
-        self.anti_rollback = anti_rollback
-        self.otadata = OtaData(flash, table.otadata, len(table.ota_apps))
+    def __init__(self, hardware: Hardware) -> None:
+        self.hardware = hardware
+        self.table = hardware.table
+        self.otadata = hardware.otadata()
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -75,17 +60,17 @@ class Bootloader:
         return self.table.ota_apps[index]
 
     def _check_anti_rollback(self, partition: Partition) -> bool:
-        if not self.anti_rollback:
+        if not self.hardware.anti_rollback:
             return True
-        app = partition_description(self.flash, partition)
-        return app is not None and self.efuse.check_secure_version(app.secure_version)
+        app = partition_description(self.hardware.flash, partition)
+        return app is not None and self.hardware.efuse.check_secure_version(app.secure_version)
 
     def _update_anti_rollback(self, partition: Partition, log: list[str]) -> None:
-        app = partition_description(self.flash, partition)
-        if app is None or app.secure_version <= self.efuse.secure_version:
+        app = partition_description(self.hardware.flash, partition)
+        if app is None or app.secure_version <= self.hardware.efuse.secure_version:
             return
         try:
-            self.efuse.update_secure_version(app.secure_version)
+            self.hardware.efuse.update_secure_version(app.secure_version)
         except EspError as err:
             log.append(f"eFuse not updated: {err.message}")
             return
@@ -93,13 +78,11 @@ class Bootloader:
 
     def _try_load(self, partition: Partition, log: list[str]) -> ImageInfo | None:
         try:
-            info = verify_partition_image(self.flash, partition)
+            info = verify_partition_image(self.hardware.flash, partition)
         except ImageError as err:
             log.append(f"{partition.label}: image does not load: {err}")
             return None
-        problem = image_chip_error(
-            info.header, chip_id=self.chip_id, chip_revision=self.chip_revision
-        )
+        problem = self.hardware.chip_error(info.header)
         if problem is not None:
             log.append(f"{partition.label}: {problem}")
             return None
@@ -112,7 +95,7 @@ class Bootloader:
     ) -> tuple[int, bool, bool]:  # (index, ota_has_initial_contents, first boot of NEW)
         entries = list(self.otadata.read())
         app_count = len(self.table.ota_apps)
-        if self.rollback_enabled:
+        if self.hardware.rollback_enabled:
             for index, entry in enumerate(entries):
                 if entry.state == OtaImgState.PENDING_VERIFY:
                     log.append(f"otadata[{index}] is marking as ABORTED")
@@ -120,7 +103,7 @@ class Bootloader:
                     self.otadata.write_entry(index, entries[index])
         pair = (entries[0], entries[1])
         initial = False
-        if self.anti_rollback:
+        if self.hardware.anti_rollback:
             if pair[0].is_initial and pair[1].is_initial:
                 log.append("otadata[0..1] in initial state")
                 return FACTORY_INDEX, True, False
@@ -144,11 +127,11 @@ class Bootloader:
         entry = pair[active]
         boot_index = entry.slot(app_count)
         first_boot = False
-        if self.rollback_enabled and entry.state == OtaImgState.NEW:
+        if self.hardware.rollback_enabled and entry.state == OtaImgState.NEW:
             log.append(f"otadata[{active}] is selected as new and marked PENDING_VERIFY state")
             self.otadata.write_entry(active, replace(entry, state=OtaImgState.PENDING_VERIFY))
             first_boot = True
-        if self.anti_rollback and entry.state == OtaImgState.VALID:
+        if self.hardware.anti_rollback and entry.state == OtaImgState.VALID:
             self._update_anti_rollback(self.table.ota_apps[boot_index], log)
         return boot_index, False, first_boot
 
@@ -173,7 +156,7 @@ class Bootloader:
             if index > FACTORY_INDEX and initial_contents:
                 self.otadata.write_entry(0, OtaSelectEntry.make(index + 1, OtaImgState.VALID))
                 log.append(f"Set actual ota_seq={index + 1} in otadata[0]")
-                if self.anti_rollback:
+                if self.hardware.anti_rollback:
                     self._update_anti_rollback(partition, log)
             log.append(f"Loaded app from partition at offset 0x{partition.offset:x}")
             return BootResult(

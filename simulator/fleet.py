@@ -19,11 +19,11 @@ from zeroconf import ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import DeviceInfo
 
 from .api import DeviceApiServer
 from .device import DeviceConfig, SimulatedDevice
 from .faults import FaultPlan
-from .model import DeviceInfo
 from .pace import Pace
 from .partitions import PartitionScheme
 from .tls import load_or_create_certificate, make_device_certificate

@@ -14,7 +14,7 @@ from typing import Final
 from custom_components.esp_ota.espota.errors import ImageError
 from custom_components.esp_ota.espota.image import IMAGE_MAGIC, AppDescriptor, ImageInfo
 
-from .app_image import image_chip_error, partition_description, verify_partition_image
+from .app_image import partition_description, verify_partition_image
 from .esp_err import (
     ESP_ERR_INVALID_ARG,
     ESP_ERR_INVALID_SIZE,
@@ -28,43 +28,15 @@ from .esp_err import (
     ESP_FAIL,
     EspError,
 )
-from .flash import SECTOR_SIZE, Flash
-from .otadata import OtaData, OtaImgState, active_index, last_invalid_index
+from .flash import SECTOR_SIZE
+from .hardware import Hardware
+from .otadata import OtaImgState, active_index, last_invalid_index
 from .pace import Timing
-from .partitions import Partition, PartitionTable
+from .partitions import Partition
 
 # esp_ota_begin's image_size sentinels (esp_ota_ops.h).
 OTA_SIZE_UNKNOWN: Final = 0xFFFFFFFF
 OTA_WITH_SEQUENTIAL_WRITES: Final = 0xFFFFFFFE
-
-
-@dataclass(slots=True)
-class EFuse:
-    """The eFuses the OTA path reads: the anti-rollback secure version (a bit field that can
-    only grow; CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD bits wide)."""
-
-    secure_version: int = 0
-    secure_version_bits: int = 32
-
-    def check_secure_version(self, secure_version: int) -> bool:
-        """esp_efuse_check_secure_version: may an app with this secure_version run?"""
-        return secure_version >= self.secure_version
-
-    def update_secure_version(self, secure_version: int) -> None:
-        """esp_efuse_update_secure_version: burn bits up to secure_version (never down)."""
-        if secure_version > self.secure_version_bits:
-            raise EspError(
-                ESP_ERR_INVALID_ARG,
-                f"Max secure version is {self.secure_version_bits}. "
-                f"Given {secure_version} version can not be written.",
-            )
-        if secure_version < self.secure_version:
-            raise EspError(
-                ESP_FAIL,
-                "Anti-rollback is not set. secure_version of app is lower that eFuse field"
-                f"({self.secure_version}).",
-            )
-        self.secure_version = secure_version
 
 
 _handles = itertools.count(1)
@@ -89,31 +61,17 @@ class PowerLossError(BaseException):
 
 
 class OtaOps:
-    """esp_ota_ops for one device: what the running app can ask of flash and otadata."""
+    """esp_ota_ops for one device: what the app running from `running` can ask of the flash
+    and otadata of `hardware` (with the rollback options the app was built with)."""
 
-    def __init__(
-        self,
-        *,
-        flash: Flash,
-        table: PartitionTable,
-        efuse: EFuse,
-        chip_id: int,
-        chip_revision: int,
-        timing: Timing,
-        running: Partition,
-        rollback_enabled: bool = True,
-        anti_rollback: bool = True,
-    ) -> None:
-        self.flash = flash
-        self.table = table
-        self.efuse = efuse
-        self.chip_id = chip_id
-        self.chip_revision = chip_revision
+    def __init__(self, hardware: Hardware, *, timing: Timing, running: Partition) -> None:
+        self.hardware = hardware
+        self.flash = hardware.flash
+        self.table = hardware.table
+        self.efuse = hardware.efuse
         self.timing = timing
         self.running = running
-        self.rollback_enabled = rollback_enabled
-        self.anti_rollback = anti_rollback
-        self.otadata = OtaData(flash, table.otadata, len(table.ota_apps))
+        self.otadata = hardware.otadata()
         self._open: dict[int, OtaHandle] = {}
         # Fault hook: lose power once this many bytes of the staged image are written.
         self.power_loss_at_byte: int | None = None
@@ -148,10 +106,7 @@ class OtaOps:
             info = verify_partition_image(self.flash, partition)
         except ImageError:
             return False
-        return (
-            image_chip_error(info.header, chip_id=self.chip_id, chip_revision=self.chip_revision)
-            is None
-        )
+        return self.hardware.chip_error(info.header) is None
 
     def _validate(self, partition: Partition) -> ImageInfo:
         """image_validate(partition, ESP_IMAGE_VERIFY): ESP_ERR_OTA_VALIDATE_FAILED if bad."""
@@ -159,9 +114,7 @@ class OtaOps:
             info = verify_partition_image(self.flash, partition)
         except ImageError as err:
             raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, f"{partition.label}: {err}") from err
-        problem = image_chip_error(
-            info.header, chip_id=self.chip_id, chip_revision=self.chip_revision
-        )
+        problem = self.hardware.chip_error(info.header)
         if problem is not None:
             raise EspError(ESP_ERR_OTA_VALIDATE_FAILED, f"{partition.label}: {problem}")
         return info
@@ -199,7 +152,10 @@ class OtaOps:
             raise EspError(
                 ESP_ERR_OTA_PARTITION_CONFLICT, f"{partition.label} is the running partition"
             )
-        if self.rollback_enabled and self.state_of(self.running) is OtaImgState.PENDING_VERIFY:
+        if (
+            self.hardware.rollback_enabled
+            and self.state_of(self.running) is OtaImgState.PENDING_VERIFY
+        ):
             raise EspError(
                 ESP_ERR_OTA_ROLLBACK_INVALID_STATE,
                 "Running app has not confirmed state (ESP_OTA_IMG_PENDING_VERIFY)",
@@ -227,7 +183,7 @@ class OtaOps:
             except EspError:
                 del self._open[handle.handle]
                 raise
-        if self.rollback_enabled:
+        if self.hardware.rollback_enabled:
             self.invalidate_inactive_ota_data_slot()
         return handle
 
@@ -316,7 +272,9 @@ class OtaOps:
         if not partition.is_ota_app:
             raise EspError(ESP_ERR_INVALID_ARG, f"{partition.label} is not an OTA app slot")
         info = self._validate(partition)
-        if self.anti_rollback and not self.efuse.check_secure_version(info.app.secure_version):
+        if self.hardware.anti_rollback and not self.efuse.check_secure_version(
+            info.app.secure_version
+        ):
             await self._erase(partition, 0, partition.size, bulk=True)
             self.flash.freeze()
             raise EspError(
@@ -324,7 +282,7 @@ class OtaOps:
                 f"secure_version {info.app.secure_version} of the new app is lower than the "
                 f"eFuse's {self.efuse.secure_version}; partition {partition.label} erased",
             )
-        state = OtaImgState.NEW if self.rollback_enabled else OtaImgState.UNDEFINED
+        state = OtaImgState.NEW if self.hardware.rollback_enabled else OtaImgState.UNDEFINED
         self.otadata.set_boot_slot(partition.ota_slot, state)
 
     def boot_partition(self) -> Partition:
@@ -342,7 +300,7 @@ class OtaOps:
         if valid:
             if entries[active].state != OtaImgState.VALID:
                 self.otadata.set_active_state(OtaImgState.VALID)
-                if self.anti_rollback:
+                if self.hardware.anti_rollback:
                     app = self.description(self.running)
                     if app is None:
                         raise EspError(ESP_ERR_NOT_FOUND, "running app has no descriptor")
@@ -379,7 +337,7 @@ class OtaOps:
         partition = self.table.ota_apps[entries[last_active].slot(self.app_count)]
         if not self._image_ok(partition):
             return False
-        if self.anti_rollback:
+        if self.hardware.anti_rollback:
             app = self.description(partition)
             return app is not None and self.efuse.check_secure_version(app.secure_version)
         return True

@@ -43,7 +43,7 @@ from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.faults import FaultPlan
 from simulator.fleet import hostname_for
-from simulator.https_ota import OtaConfig
+from simulator.ota_task import OtaTaskConfig
 from simulator.tls import make_device_certificate
 
 from .provisioning import build_flash
@@ -66,7 +66,7 @@ IDF_VER: Final = "v5.5.1"
 # How long a restart keeps a device off the network (both kinds).
 REBOOT_DELAY_S: Final = 0.1
 # Both devices give up a download that receives nothing for this long (the simulator's
-# OtaConfig.stall_abort_ms; the C host build's CONFIG_ESP_OTA_AGENT_STALL_TIMEOUT_MS in
+# OtaTaskConfig.stall_abort_ms; the C host build's CONFIG_ESP_OTA_AGENT_STALL_TIMEOUT_MS in
 # firmware/examples/esp_ota_device/sdkconfig.defaults.linux).
 STALL_S: Final = 3.0
 # From process start (or power-on) to the API answering a TLS handshake.
@@ -264,7 +264,7 @@ class SimulatorDevice(DeviceUnderTest):
                 secret=self.secret,
                 factory_image=self.factory_image,
                 reboot_time_s=REBOOT_DELAY_S,
-                ota=OtaConfig(stall_abort_ms=round(STALL_S * 1000)),
+                ota=OtaTaskConfig(stall_abort_ms=round(STALL_S * 1000)),
                 anti_rollback=options.anti_rollback,
                 faults=FaultPlan(
                     crash_versions=set(options.crash_versions), unhealthy=not options.healthy

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from custom_components.esp_ota.espota.protocol import ImageState
 from demo.firmware import RELEASES
 from demo.stack import DemoDevice, DemoInfo, DemoStack
-from simulator.model import ImageState
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Locator, Page

@@ -32,11 +32,12 @@ from custom_components.esp_ota.espota.firmware_server import (
 from custom_components.esp_ota.espota.firmware_store import FirmwareStore, StoredImage
 from custom_components.esp_ota.espota.image import parse_image
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import ImageState, OtaState, OtaStatus
 from custom_components.esp_ota.espota.selection import DeviceFirmware
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.esp_err import ESP_ERR_NOT_SUPPORTED, ESP_FAIL
-from simulator.https_ota import OtaConfig
-from simulator.model import ImageState, OtaRequest, OtaState, OtaStatus
+from simulator.model import OtaRequest
+from simulator.ota_task import OtaTaskConfig
 
 PROJECT = "esp-ota-demo"
 SIZE = 150_000 // 16 * 16
@@ -493,7 +494,7 @@ async def make_device() -> AsyncIterator[Callable[..., Awaitable[SimulatedDevice
                 mac=f"24:0a:c4:00:01:{len(devices) + 1:02x}",
                 factory_image=factory_image,
                 reboot_time_s=0.0,
-                ota=OtaConfig(timeout_ms=1000, stall_abort_ms=3000, **ota),
+                ota=OtaTaskConfig().with_settings(timeout_ms=1000, stall_abort_ms=3000, **ota),
             )
         )
         devices.append(device)

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import DeviceEvent, EventType, OtaState, OtaStatus
 from simulator.device import DeviceConfig, SimulatedDevice
-from simulator.https_ota import OtaConfig
-from simulator.model import OtaEvent, OtaRequest
+from simulator.model import OtaRequest
+from simulator.ota_task import OtaTaskConfig
 
 from .firmware_server import FirmwareServer, start_firmware_server
 
@@ -60,13 +61,16 @@ async def firmware_server(socket_enabled: None) -> AsyncIterator[FirmwareServer]
 
 
 DeviceFactory = Callable[..., Awaitable[SimulatedDevice]]
+# Test devices give up sooner than real ones: a short socket timeout and stall watchdog.
+DEVICE_OTA_SETTINGS: dict[str, Any] = {"timeout_ms": 500, "stall_abort_ms": 2000}
 
 
 @pytest.fixture
 async def make_device(factory_image: bytes) -> AsyncIterator[DeviceFactory]:
     """Build, start and (at the end) close simulated devices.
 
-    Keyword arguments are DeviceConfig fields; `ota=` may be a dict of OtaConfig changes.
+    Keyword arguments are DeviceConfig fields; `ota=` may be a dict of OtaTaskConfig
+    settings (OtaTaskConfig.with_settings names).
     Defaults: unthrottled, instant reboots, short stall watchdog.
     """
     devices: list[SimulatedDevice] = []
@@ -75,7 +79,7 @@ async def make_device(factory_image: bytes) -> AsyncIterator[DeviceFactory]:
     async def factory(**kwargs: Any) -> SimulatedDevice:
         ota = kwargs.pop("ota", {})
         if isinstance(ota, dict):
-            ota = replace(OtaConfig(timeout_ms=500, stall_abort_ms=2000), **ota)
+            ota = OtaTaskConfig().with_settings(**{**DEVICE_OTA_SETTINGS, **ota})
         config = DeviceConfig(
             mac=kwargs.pop("mac", f"24:0a:c4:00:00:{next(counter):02x}"),
             factory_image=kwargs.pop("factory_image", factory_image),
@@ -100,9 +104,68 @@ async def wait_until(condition: Callable[[], bool], within_s: float = 10) -> Non
             await asyncio.sleep(0.005)
 
 
-def events_of(queue: Any) -> list[OtaEvent]:
+def events_of(queue: Any) -> list[DeviceEvent]:
     """Everything queued so far."""
-    out: list[OtaEvent] = []
+    out: list[DeviceEvent] = []
     while not queue.empty():
         out.append(queue.get_nowait())
     return out
+
+
+E = EventType
+# esp_https_ota's partial_http_download (off by default, as in ESP-IDF).
+PARTIAL: dict[str, Any] = {"partial_http_download": True}
+
+
+async def run_ota(
+    device: SimulatedDevice, request: OtaRequest
+) -> tuple[OtaStatus, list[DeviceEvent]]:
+    """Start an OTA, wait for it (and any reboot) to end; the final status and events."""
+    queue = device.subscribe()
+    ota_id = await device.start_ota(request)
+    await device.wait_idle(20)
+    device.unsubscribe(queue)
+    events = events_of(queue)
+    assert all(event.ota_id in (ota_id, None) for event in events)
+    return device.ota_status(), events
+
+
+def types_of(events: list[DeviceEvent]) -> list[EventType]:
+    """Event types with consecutive WRITE_FLASH collapsed into one."""
+    out: list[EventType] = []
+    for event in events:
+        if event.type is E.WRITE_FLASH and out and out[-1] is E.WRITE_FLASH:
+            continue
+        out.append(event.type)
+    return out
+
+
+SUCCESS_EVENTS = [
+    E.START,
+    E.CONNECTED,
+    E.GET_IMG_DESC,
+    E.VERIFY_CHIP_ID,
+    E.VERIFY_CHIP_REVISION,
+    E.WRITE_FLASH,
+    E.UPDATE_BOOT_PARTITION,
+    E.FINISH,
+    E.REBOOT,
+]
+
+
+def assert_failed(
+    device: SimulatedDevice, status: OtaStatus, events: list[DeviceEvent], error: str
+) -> None:
+    """The job failed with `error`, announced by a terminal ABORT or FINISH, boot untouched."""
+    assert status.state is OtaState.FAILED, status
+    assert status.error == error, status
+    terminal = [e for e in events if e.type in (E.ABORT, E.FINISH)]
+    assert terminal, events
+    assert terminal[-1].error == error
+    assert E.UPDATE_BOOT_PARTITION not in types_of(events)
+    assert E.REBOOT not in types_of(events)
+    info = device.info()
+    assert info.running_partition == "ota_0"
+    assert info.boot_partition == "ota_0"
+    assert info.version == "1.0.0"
+    assert device.online

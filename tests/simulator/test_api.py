@@ -26,8 +26,6 @@ from custom_components.esp_ota.espota.protocol import DeviceEvent, EventType, Im
 from simulator import api as api_module
 from simulator.api import DeviceApiServer
 from simulator.device import SimulatedDevice
-from simulator.model import OtaEventType
-from simulator.model import OtaState as SimOtaState
 from simulator.tls import make_device_certificate
 
 from .conftest import DeviceFactory, make_image, wait_until
@@ -283,7 +281,7 @@ async def test_last_event_id_replays_missed_events(
         version="2.0.0",
         cert_pem=firmware_server.cert_pem,
     )
-    await wait_until(lambda: served.device.ota_status().state is SimOtaState.FAILED)
+    await wait_until(lambda: served.device.ota_status().state is OtaState.FAILED)
     missed = served.device.events_since(0)
     assert len(missed) > 3
     assert missed[-1].error is not None
@@ -432,7 +430,7 @@ async def test_http_errors_are_json_with_esp_idf_names(serve: ServeDevice) -> No
             method, served.url + path, data=body, **auth(served, "wrong")
         ) as response:
             assert response.status == 401, path
-    assert served.device.ota_status().state is SimOtaState.IDLE
+    assert served.device.ota_status().state is OtaState.IDLE
 
 
 async def test_a_closed_server_stays_closed(serve: ServeDevice) -> None:
@@ -472,7 +470,7 @@ async def test_a_client_that_leaves_is_forgotten(serve: ServeDevice) -> None:
     # The device notices on its next write: give it events until it has.
     async with asyncio.timeout(10):
         while served.server.open_streams:
-            served.device._emit(OtaEventType.REBOOT, ota_id=None)  # any event will do
+            served.device.app.emit(EventType.REBOOT, ota_id=None)  # any event will do
             await asyncio.sleep(0.02)
     assert served.device.online
 
@@ -508,11 +506,11 @@ async def test_replay_and_live_events_are_not_sent_twice(
     """An event emitted while a resuming stream starts is in the replay and the queue:
     it goes out once."""
     served = await serve()
-    served.device._emit(OtaEventType.START, ota_id="a")
+    served.device.app.emit(EventType.START, ota_id="a")
     replay = served.device.events_since
 
     def events_since_while_emitting(last_id: int) -> list[Any]:
-        served.device._emit(OtaEventType.CONNECTED, ota_id="a")
+        served.device.app.emit(EventType.CONNECTED, ota_id="a")
         return replay(last_id)
 
     monkeypatch.setattr(served.device, "events_since", events_since_while_emitting)
@@ -524,7 +522,7 @@ async def test_replay_and_live_events_are_not_sent_twice(
         assert await response.content.readuntil(b"\n\n") == b": connected\n\n"
         text = await response.content.readuntil(b"\n\n")
         text += await response.content.readuntil(b"\n\n")
-        served.device._emit(OtaEventType.FINISH, ota_id="a")
+        served.device.app.emit(EventType.FINISH, ota_id="a")
         text += await response.content.readuntil(b"\n\n")
     ids = [int(line[4:]) for line in text.decode().splitlines() if line.startswith("id: ")]
     assert ids == [first, first + 1, first + 2]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from simulator.bootloader import Bootloader, NoBootableAppError
+from simulator.efuse import EFuse
 from simulator.flash import Flash
-from simulator.ota_ops import EFuse
+from simulator.hardware import Hardware
 from simulator.otadata import ERASED_ENTRY, OtaData, OtaImgState, OtaSelectEntry
 from simulator.partitions import (
     ADVANCED_HTTPS_OTA_TABLE,
@@ -37,12 +38,14 @@ def make_bootloader(
     chip_revision: int = 301,
 ) -> Bootloader:
     return Bootloader(
-        flash=flash,
-        table=table,
-        efuse=efuse or EFuse(),
-        chip_id=0,
-        chip_revision=chip_revision,
-        anti_rollback=anti_rollback,
+        Hardware(
+            flash=flash,
+            table=table,
+            efuse=efuse or EFuse(),
+            chip_id=0,
+            chip_revision=chip_revision,
+            anti_rollback=anti_rollback,
+        )
     )
 
 

@@ -1,98 +1,94 @@
 """esp_https_ota as the simulated device runs it, against a real HTTPS server on 127.0.0.1:
-the requests it sends, the events it emits, and every ESP-IDF error it can end with."""
+the requests it sends, the events it posts and the ESP-IDF errors it ends with; and
+driven by hand, without a device: its state checks."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from simulator.device import SimulatedDevice
+from custom_components.esp_ota.espota.errors import ImageError
+from custom_components.esp_ota.espota.protocol import EventType, ImageState, OtaState
+from simulator import https_ota
+from simulator.efuse import EFuse
 from simulator.esp_err import (
-    ESP_ERR_HTTP_CONNECT,
-    ESP_ERR_HTTP_EAGAIN,
-    ESP_ERR_HTTP_MAX_REDIRECT,
     ESP_ERR_HTTP_NOT_MODIFIED,
     ESP_ERR_HTTP_RANGE_NOT_SATISFIABLE,
-    ESP_ERR_HTTP_REDIRECT_DOWNGRADE,
-    ESP_ERR_INVALID_ARG,
+    ESP_ERR_INVALID_STATE,
     ESP_ERR_INVALID_VERSION,
-    ESP_ERR_NOT_SUPPORTED,
     ESP_ERR_OTA_VALIDATE_FAILED,
     ESP_FAIL,
     EspError,
 )
 from simulator.faults import FaultPlan
-from simulator.flash import SECTOR_SIZE
-from simulator.https_ota import USER_AGENT, EspHttpClient, OtaConfig, pinned_ssl_context
-from simulator.model import ImageState, OtaEvent, OtaEventType, OtaRequest, OtaState, OtaStatus
+from simulator.flash import SECTOR_SIZE, Flash
+from simulator.hardware import Hardware
+from simulator.http_client import USER_AGENT
+from simulator.https_ota import EspHttpsOta
+from simulator.model import OtaRequest
+from simulator.ota_ops import OtaOps
+from simulator.ota_task import OtaTaskConfig
 from simulator.otadata import OtaImgState, OtaSelectEntry
 from simulator.pace import Pace, Timing
+from simulator.partitions import ADVANCED_HTTPS_OTA_TABLE
 
-from .conftest import DeviceFactory, events_of, make_image, request_for
-from .firmware_server import FirmwareServer, make_certificate
+from .conftest import (
+    PARTIAL,
+    SUCCESS_EVENTS,
+    DeviceFactory,
+    assert_failed,
+    make_image,
+    request_for,
+    run_ota,
+    types_of,
+)
+from .firmware_server import FirmwareServer
 
-E = OtaEventType
-# esp_https_ota's partial_http_download (off by default, as in ESP-IDF).
-PARTIAL: dict[str, Any] = {"partial_http_download": True}
-
-
-async def run_ota(device: SimulatedDevice, request: OtaRequest) -> tuple[OtaStatus, list[OtaEvent]]:
-    """Start an OTA, wait for it (and any reboot) to end; the final status and events."""
-    queue = device.subscribe()
-    ota_id = await device.start_ota(request)
-    await device.wait_idle(20)
-    device.unsubscribe(queue)
-    events = events_of(queue)
-    assert all(event.ota_id in (ota_id, None) for event in events)
-    return device.ota_status(), events
+E = EventType
+OTA_0, OTA_1 = ADVANCED_HTTPS_OTA_TABLE.ota_apps
 
 
-def types_of(events: list[OtaEvent]) -> list[OtaEventType]:
-    """Event types with consecutive WRITE_FLASH collapsed into one."""
-    out: list[OtaEventType] = []
-    for event in events:
-        if event.type is E.WRITE_FLASH and out and out[-1] is E.WRITE_FLASH:
-            continue
-        out.append(event.type)
-    return out
+class Recorder:
+    """An OtaListener that keeps everything."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[EventType, dict[str, Any]]] = []
+        self.phases: list[OtaState] = []
+        self.progress: list[int] = []
+
+    def on_event(self, event_type: EventType, **fields: Any) -> None:
+        self.events.append((event_type, fields))
+
+    def on_phase(self, state: OtaState) -> None:
+        self.phases.append(state)
+
+    def on_progress(self, bytes_written: int, image_size: int | None) -> None:
+        self.progress.append(bytes_written)
 
 
-SUCCESS_EVENTS = [
-    E.START,
-    E.CONNECTED,
-    E.GET_IMG_DESC,
-    E.VERIFY_CHIP_ID,
-    E.VERIFY_CHIP_REVISION,
-    E.WRITE_FLASH,
-    E.UPDATE_BOOT_PARTITION,
-    E.FINISH,
-    E.REBOOT,
-]
+def make_ops() -> OtaOps:
+    flash = Flash()
+    flash.write(OTA_0.offset, make_image("1.0.0"))
+    hardware = Hardware(
+        flash=flash, table=ADVANCED_HTTPS_OTA_TABLE, efuse=EFuse(), chip_id=0, chip_revision=301
+    )
+    ops = OtaOps(hardware, timing=Timing(Pace.UNTHROTTLED), running=OTA_0)
+    ops.otadata.write_entry(0, OtaSelectEntry.make(1, OtaImgState.VALID))
+    return ops
 
 
-def assert_failed(
-    device: SimulatedDevice, status: OtaStatus, events: list[OtaEvent], error: str
-) -> None:
-    """The job failed with `error`, announced by a terminal ABORT or FINISH, boot untouched."""
-    assert status.state is OtaState.FAILED, status
-    assert status.error == error, status
-    terminal = [e for e in events if e.type in (E.ABORT, E.FINISH)]
-    assert terminal, events
-    assert terminal[-1].error == error
-    assert E.UPDATE_BOOT_PARTITION not in types_of(events)
-    assert E.REBOOT not in types_of(events)
-    info = device.info()
-    assert info.running_partition == "ota_0"
-    assert info.boot_partition == "ota_0"
-    assert info.version == "1.0.0"
-    assert device.online
-
-
-# --- the happy path and the requests it makes ---------------------------------------
+def session_for(ops: OtaOps, request: OtaRequest, recorder: Recorder, **config: Any) -> EspHttpsOta:
+    settings = {"timeout_ms": 500, "partial_http_download": True, **config}
+    return EspHttpsOta(
+        OtaTaskConfig().with_settings(**settings).download_config(request, 0),
+        ota_ops=ops,
+        timing=Timing(Pace.UNTHROTTLED),
+        faults=FaultPlan(),
+        events=recorder,
+    )
 
 
 async def test_partial_download_updates_and_reboots_into_pending_verify(
@@ -263,155 +259,6 @@ async def test_head_without_length_fails(
     assert types_of(events) == [E.START, E.ABORT]
 
 
-async def test_trailing_bytes_after_the_image_are_downloaded_and_hashed(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    device = await make_device()
-    data = make_image("1.1.0", size=30_000) + b"\x00" * 5000
-    status, _ = await run_ota(device, request_for(firmware_server, "/t.bin", data, "1.1.0"))
-    assert status.state is OtaState.SUCCEEDED
-    assert status.bytes_written == len(data)
-
-
-async def test_downgrade_is_allowed(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    device = await make_device()
-    image = make_image("0.9.0")
-    status, _ = await run_ota(device, request_for(firmware_server, "/d.bin", image, "0.9.0"))
-    assert status.state is OtaState.SUCCEEDED
-    assert device.info().version == "0.9.0"
-
-
-# --- HTTP behaviour ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
-async def test_redirects_are_followed(
-    code: int, make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.redirect_hops = 2
-    firmware_server.behaviour.redirect_status = code
-    device = await make_device(ota=PARTIAL)
-    image = make_image("1.1.0", size=100_000)
-    status, _ = await run_ota(device, request_for(firmware_server, "/r.bin", image, "1.1.0"))
-    assert status.state is OtaState.SUCCEEDED
-    paths = [(r.method, r.path, r.range) for r in firmware_server.requests]
-    assert paths == [
-        ("HEAD", "/r.bin", None),
-        ("HEAD", "/r.bin?hop=1", None),
-        ("HEAD", "/r.bin?hop=2", None),
-        # The client keeps the redirected URL for every later request.
-        ("GET", "/r.bin?hop=2", "bytes=0-65535"),
-        ("GET", "/r.bin?hop=2", "bytes=65536-"),
-    ]
-
-
-async def test_redirects_on_the_get_are_followed(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.redirect_hops = 1
-    device = await make_device(ota={"partial_http_download": False, "ota_resumption": False})
-    image = make_image("1.1.0")
-    status, _ = await run_ota(device, request_for(firmware_server, "/g.bin", image, "1.1.0"))
-    assert status.state is OtaState.SUCCEEDED
-    assert [r.path for r in firmware_server.requests] == ["/g.bin", "/g.bin?hop=1"]
-
-
-async def test_redirect_from_https_to_http_is_refused(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.redirect_hops = 1
-    firmware_server.behaviour.redirect_to_http = True
-    device = await make_device()
-    image = make_image("1.1.0")
-    status, events = await run_ota(device, request_for(firmware_server, "/x.bin", image, "1.1.0"))
-    assert_failed(device, status, events, ESP_ERR_HTTP_REDIRECT_DOWNGRADE)
-    assert len(firmware_server.requests) == 1  # nothing was fetched over http
-
-
-@pytest.mark.parametrize("partial", [True, False])
-async def test_endless_redirects(
-    partial: bool, make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.redirect_hops = 1000
-    device = await make_device(ota={"partial_http_download": partial, "ota_resumption": False})
-    image = make_image("1.1.0")
-    status, events = await run_ota(
-        device, request_for(firmware_server, "/loop.bin", image, "1.1.0")
-    )
-    assert_failed(device, status, events, ESP_ERR_HTTP_MAX_REDIRECT)
-    assert len(firmware_server.requests) == 11  # the first request and 10 redirects
-
-
-async def test_redirect_without_location(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.redirect_hops = 1
-    firmware_server.behaviour.redirect_location = ""
-    device = await make_device()
-    image = make_image("1.1.0")
-    status, events = await run_ota(device, request_for(firmware_server, "/nl.bin", image, "1.1.0"))
-    assert_failed(device, status, events, ESP_ERR_INVALID_ARG)
-
-
-async def test_redirect_to_credentials_uses_them(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    behaviour = firmware_server.behaviour
-    behaviour.redirect_hops = 1
-    behaviour.redirect_location = (
-        f"https://bob:secret@127.0.0.1:{firmware_server.port}/cred.bin?hop=1"
-    )
-    behaviour.basic_auth = ("bob", "secret")
-    device = await make_device()
-    image = make_image("1.1.0")
-    status, _ = await run_ota(device, request_for(firmware_server, "/cred.bin", image, "1.1.0"))
-    assert status.state is OtaState.SUCCEEDED
-
-
-@pytest.mark.parametrize("partial", [True, False])
-async def test_basic_auth_after_401_with_url_credentials(
-    partial: bool, make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.basic_auth = ("ota", "p4ss")
-    device = await make_device(ota={"partial_http_download": partial})
-    image = make_image("1.1.0", size=100_000)
-    request = request_for(firmware_server, "/a.bin", image, "1.1.0")
-    request = replace(request, url=request.url.replace("https://", "https://ota:p4ss@"))
-    status, _ = await run_ota(device, request)
-    assert status.state is OtaState.SUCCEEDED
-    first, second, *rest = firmware_server.requests
-    # esp_http_client sends credentials only after the server asked for them.
-    assert first.authorization is None
-    assert second.authorization == "Basic b3RhOnA0c3M="
-    assert all(r.authorization == "Basic b3RhOnA0c3M=" for r in rest)
-
-
-async def test_401_without_credentials_gives_up_after_the_retries(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.basic_auth = ("ota", "p4ss")
-    device = await make_device(ota={"max_authorization_retries": 2})
-    image = make_image("1.1.0")
-    status, events = await run_ota(device, request_for(firmware_server, "/a.bin", image, "1.1.0"))
-    assert_failed(device, status, events, ESP_FAIL)
-    assert "max_authorization_retries" in (status.message or "")
-    assert len(firmware_server.requests) == 3
-
-
-@pytest.mark.parametrize("challenge", [None, 'Digest realm="x", nonce="y"'])
-async def test_401_with_unsupported_authentication(
-    challenge: str | None, make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.basic_auth = ("ota", "p4ss")
-    firmware_server.behaviour.auth_challenge = challenge
-    device = await make_device(ota={"partial_http_download": False, "ota_resumption": False})
-    image = make_image("1.1.0")
-    status, events = await run_ota(device, request_for(firmware_server, "/a.bin", image, "1.1.0"))
-    assert_failed(device, status, events, ESP_ERR_NOT_SUPPORTED)
-
-
 @pytest.mark.parametrize(
     "case",
     [
@@ -457,39 +304,35 @@ async def test_missing_file_is_file_not_found(
     ]
 
 
-async def test_server_certificate_not_the_pinned_one(
+async def test_resumption_refused_with_416_restarts_from_zero(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device()
-    image = make_image("1.1.0")
-    other = make_certificate("someone else").cert_pem
-    request = request_for(firmware_server, "/c.bin", image, "1.1.0", cert_pem=other)
-    status, events = await run_ota(device, request)
-    assert_failed(device, status, events, ESP_ERR_HTTP_CONNECT)
-    assert firmware_server.requests == []  # the handshake failed: no request was sent
+    firmware_server.behaviour.refuse_ranges = {"bytes=99328-150000"}
+    device = await make_device(faults=FaultPlan(drop_at_byte=100_000), ota=PARTIAL)
+    image = make_image("1.1.0", size=150_000)
+    status, _ = await run_ota(device, request_for(firmware_server, "/f.bin", image, "1.1.0"))
+    assert status.state is OtaState.SUCCEEDED
+    assert firmware_server.ranges() == [
+        "bytes=0-65535",
+        "bytes=65536-131071",
+        "bytes=99328-150000",  # 416: resumption refused...
+        "bytes=0-65535",  # ...so the download starts over
+        "bytes=65536-131071",
+        "bytes=131072-",
+    ]
 
 
-async def test_connection_refused(
+async def test_next_chunk_request_failing_is_a_transport_error(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device()
-    request = request_for(firmware_server, "/c.bin", make_image("1.1.0"), "1.1.0")
-    await firmware_server.close()
-    status, events = await run_ota(device, request)
-    assert_failed(device, status, events, ESP_ERR_HTTP_CONNECT)
-
-
-async def test_headers_that_never_come_are_eagain(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.header_delay_s = 2.0
-    device = await make_device(ota={"timeout_ms": 200})
-    request = request_for(firmware_server, "/slow.bin", make_image("1.1.0"), "1.1.0")
-    status, events = await run_ota(device, request)
-    assert_failed(device, status, events, ESP_ERR_HTTP_EAGAIN)
-
-
-# --- the image checks -------------------------------------------------------------------
+    firmware_server.behaviour.fail_after_requests = 2  # HEAD and the first chunk
+    device = await make_device(ota=PARTIAL)
+    image = make_image("1.1.0", size=150_000)
+    status, events = await run_ota(device, request_for(firmware_server, "/f.bin", image, "1.1.0"))
+    assert_failed(device, status, events, ESP_FAIL)
+    aborts = [e for e in events if e.type is E.ABORT]
+    assert aborts[0].bytes_written == 65536  # the chunk request failed: resumption tried
+    assert status.message == "Server error (500)"  # and its HEAD failed: final
 
 
 async def test_not_an_image(make_device: DeviceFactory, firmware_server: FirmwareServer) -> None:
@@ -513,6 +356,20 @@ async def test_file_shorter_than_the_header(
     assert status.message == "Complete headers were not received"
     # A complete response that is too short is final (no resumption attempts).
     assert types_of(events) == [E.START, E.CONNECTED, E.GET_IMG_DESC, E.ABORT]
+
+
+async def test_unreadable_descriptor(
+    make_device: DeviceFactory, firmware_server: FirmwareServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(_head: bytes) -> Any:
+        raise ImageError("segment count 99 is above 16")
+
+    monkeypatch.setattr(https_ota, "read_app_descriptor", refuse)
+    device = await make_device()
+    image = make_image("1.1.0")
+    status, events = await run_ota(device, request_for(firmware_server, "/f.bin", image, "1.1.0"))
+    assert_failed(device, status, events, ESP_FAIL)
+    assert status.message == "unreadable app descriptor: segment count 99 is above 16"
 
 
 async def test_wrong_image_magic_fails_on_the_first_write(
@@ -564,86 +421,13 @@ async def test_image_for_another_chip_or_revision(
     assert E.WRITE_FLASH not in types_of(events)
 
 
-@pytest.mark.parametrize(
-    ("image_kwargs", "version", "needle"),
-    [
-        ({"project": "someone-else"}, "1.1.0", "project name"),
-        ({}, "1.0.0", "Current running version is the same as a new"),
-        ({"secure_version": 0}, "1.1.0", "security version is less than eFuse"),
-    ],
-)
-async def test_validate_image_header_refusals(
-    image_kwargs: dict[str, Any],
-    version: str,
-    needle: str,
-    make_device: DeviceFactory,
-    firmware_server: FirmwareServer,
-) -> None:
-    device = await make_device(
-        efuse_secure_version=1, factory_image=make_image("1.0.0", secure_version=1)
-    )
-    image = make_image(version, **image_kwargs)
-    status, events = await run_ota(device, request_for(firmware_server, "/v.bin", image, version))
-    assert_failed(device, status, events, ESP_FAIL)
-    assert needle in (status.message or "")
-    assert types_of(events) == [E.START, E.CONNECTED, E.GET_IMG_DESC, E.ABORT]
-
-
-async def test_image_version_must_be_the_requested_one(
+async def test_corrupted_chip_id_is_caught_before_writing(
     make_device: DeviceFactory, firmware_server: FirmwareServer
 ) -> None:
-    device = await make_device()
-    image = make_image("1.2.0")
-    status, events = await run_ota(device, request_for(firmware_server, "/v.bin", image, "1.1.0"))
-    assert_failed(device, status, events, ESP_FAIL)
-    assert "not the requested '1.1.0'" in (status.message or "")
-
-
-async def test_announced_size_must_match_the_request(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    device = await make_device()
+    device = await make_device(faults=FaultPlan(corrupt_at_byte=12))
     image = make_image("1.1.0")
-    request = request_for(firmware_server, "/s.bin", image, "1.1.0", size=len(image) + 1)
-    status, events = await run_ota(device, request)
-    assert_failed(device, status, events, ESP_ERR_OTA_VALIDATE_FAILED)
-    assert "announces" in (status.message or "")
-
-
-async def test_received_size_must_match_the_request(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    # Chunked, without resumption or partial download: the length is only known at the end.
-    firmware_server.behaviour.chunked = True
-    device = await make_device(ota={"partial_http_download": False, "ota_resumption": False})
-    image = make_image("1.1.0")
-    request = request_for(firmware_server, "/s.bin", image, "1.1.0", size=len(image) + 4)
-    status, events = await run_ota(device, request)
-    assert_failed(device, status, events, ESP_ERR_OTA_VALIDATE_FAILED)
-    assert "received" in (status.message or "")
-    assert next(e for e in events if e.type is E.CONNECTED).image_size is None
-
-
-async def test_chunked_download_succeeds(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    firmware_server.behaviour.chunked = True
-    device = await make_device(ota={"partial_http_download": False, "ota_resumption": False})
-    image = make_image("1.1.0")
-    status, _ = await run_ota(device, request_for(firmware_server, "/ch.bin", image, "1.1.0"))
-    assert status.state is OtaState.SUCCEEDED
-
-
-async def test_sha256_must_match_the_request(
-    make_device: DeviceFactory, firmware_server: FirmwareServer
-) -> None:
-    device = await make_device()
-    image = make_image("1.1.0")
-    request = request_for(firmware_server, "/h.bin", image, "1.1.0", sha256="ab" * 32)
-    status, events = await run_ota(device, request)
-    assert_failed(device, status, events, ESP_ERR_OTA_VALIDATE_FAILED)
-    assert "SHA-256 of the staged image" in (status.message or "")
-    assert types_of(events)[-2:] == [E.WRITE_FLASH, E.ABORT]
+    status, events = await run_ota(device, request_for(firmware_server, "/c.bin", image, "1.1.0"))
+    assert_failed(device, status, events, ESP_ERR_INVALID_VERSION)
 
 
 async def test_corrupt_image_fails_esp_ota_end(
@@ -661,28 +445,69 @@ async def test_corrupt_image_fails_esp_ota_end(
     assert types_of(events)[-2:] == [E.WRITE_FLASH, E.FINISH]
 
 
-# --- pieces tested directly ---------------------------------------------------------------
-
-
-def test_pinned_context_refuses_garbage() -> None:
+async def test_calls_out_of_order_are_invalid_state(firmware_server: FirmwareServer) -> None:
+    ops = make_ops()
+    request = request_for(firmware_server, "/f.bin", make_image("1.1.0"), "1.1.0")
+    session = session_for(ops, request, Recorder())
     with pytest.raises(EspError) as caught:
-        pinned_ssl_context("not a certificate")
-    assert caught.value.name == ESP_ERR_INVALID_ARG
-
-
-def test_http_client_refuses_plain_http() -> None:
+        await session.perform()
+    assert caught.value.name == ESP_FAIL
     with pytest.raises(EspError) as caught:
-        EspHttpClient(
-            url="http://127.0.0.1/fw.bin",
-            cert_pem=make_certificate().cert_pem,
-            headers={},
-            config=OtaConfig(),
-            timing=Timing(Pace.UNTHROTTLED),
-            faults=FaultPlan(),
-        )
-    assert caught.value.name == ESP_ERR_INVALID_ARG
+        await session.get_img_desc()
+    assert caught.value.name == ESP_ERR_INVALID_STATE
+    assert not session.is_complete_data_received()
+    plain = session_for(ops, request, Recorder(), partial_http_download=False)
+    with pytest.raises(EspError) as caught:
+        plain.is_complete_data_received()  # no HTTP client yet
+    assert caught.value.name == ESP_ERR_INVALID_STATE
 
 
-def test_request_digest_helper() -> None:
-    data = b"abc"
-    assert hashlib.sha256(data).hexdigest().startswith("ba7816bf")
+async def test_a_whole_session_by_hand(firmware_server: FirmwareServer) -> None:
+    ops = make_ops()
+    image = make_image("1.1.0", size=70_000)
+    request = request_for(firmware_server, "/f.bin", image, "1.1.0")
+    recorder = Recorder()
+    session = session_for(ops, request, recorder)
+    await session.begin()
+    app = await session.get_img_desc()
+    assert app.version == "1.1.0"
+    while await session.perform():
+        pass
+    assert session.is_complete_data_received()
+    with pytest.raises(EspError) as caught:
+        await session.perform()  # esp_https_ota_perform after SUCCESS: invalid state
+    assert caught.value.name == ESP_FAIL
+    info = await session.finish()
+    assert info is not None
+    assert info.app.version == "1.1.0"
+    assert ops.boot_partition() == OTA_1
+    types = [event for event, _ in recorder.events]
+    assert types[-2:] == [E.UPDATE_BOOT_PARTITION, E.FINISH]
+    assert recorder.progress[-1] == len(image)
+
+
+async def test_finish_before_the_download_completed_does_not_switch(
+    firmware_server: FirmwareServer,
+) -> None:
+    ops = make_ops()
+    image = make_image("1.1.0", size=70_000)
+    recorder = Recorder()
+    session = session_for(ops, request_for(firmware_server, "/f.bin", image, "1.1.0"), recorder)
+    await session.begin()
+    await session.get_img_desc()
+    assert await session.perform()  # the first 1024 bytes
+    with pytest.raises(EspError) as caught:
+        await session.finish()  # esp_ota_end on a partial image
+    assert caught.value.name == ESP_ERR_OTA_VALIDATE_FAILED
+    assert ops.boot_partition() == OTA_0
+    assert recorder.events[-1] == (E.FINISH, {"error": ESP_ERR_OTA_VALIDATE_FAILED})
+
+
+async def test_finish_right_after_begin_does_nothing(firmware_server: FirmwareServer) -> None:
+    ops = make_ops()
+    recorder = Recorder()
+    request = request_for(firmware_server, "/f.bin", make_image("1.1.0"), "1.1.0")
+    session = session_for(ops, request, recorder)
+    await session.begin()
+    assert await session.finish() is None
+    assert ops.boot_partition() == OTA_0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from simulator import app_image
+from simulator.efuse import EFuse
 from simulator.esp_err import (
     ESP_ERR_INVALID_ARG,
     ESP_ERR_INVALID_SIZE,
@@ -20,10 +21,10 @@ from simulator.esp_err import (
     EspError,
 )
 from simulator.flash import SECTOR_SIZE, Flash
+from simulator.hardware import Hardware
 from simulator.ota_ops import (
     OTA_SIZE_UNKNOWN,
     OTA_WITH_SEQUENTIAL_WRITES,
-    EFuse,
     OtaHandle,
     OtaOps,
     PowerLossError,
@@ -56,17 +57,16 @@ def make_ops(
     """A device running ota_0 (otadata seq 1 with `running_state`)."""
     flash = Flash()
     flash.write(OTA_0.offset, running_image or make_image("1.0.0", secure_version=1))
-    ops = OtaOps(
+    hardware = Hardware(
         flash=flash,
         table=TABLE,
         efuse=efuse or EFuse(secure_version=1),
         chip_id=0,
         chip_revision=301,
-        timing=Timing(Pace.UNTHROTTLED),
-        running=OTA_0,
         anti_rollback=anti_rollback,
         rollback_enabled=rollback_enabled,
     )
+    ops = OtaOps(hardware, timing=Timing(Pace.UNTHROTTLED), running=OTA_0)
     ops.otadata.write_entry(0, OtaSelectEntry.make(1, running_state))
     return ops
 
@@ -378,15 +378,8 @@ async def test_a_table_without_ota_slots() -> None:
     table = PartitionTable(
         (Partition("otadata", PartitionType.DATA, DataSubtype.OTA, 0xD000, 0x2000), factory)
     )
-    ops = OtaOps(
-        flash=Flash(),
-        table=table,
-        efuse=EFuse(),
-        chip_id=0,
-        chip_revision=301,
-        timing=Timing(Pace.UNTHROTTLED),
-        running=factory,
-    )
+    hardware = Hardware(flash=Flash(), table=table, efuse=EFuse(), chip_id=0, chip_revision=301)
+    ops = OtaOps(hardware, timing=Timing(Pace.UNTHROTTLED), running=factory)
     assert ops.app_count == 0
     assert not ops.check_rollback_is_possible()
     assert not ops.invalidate_inactive_ota_data_slot()

@@ -8,21 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from custom_components.esp_ota.espota.protocol import ImageState, OtaState
 from simulator import __main__ as cli
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.esp_err import ESP_ERR_INVALID_SIZE
 from simulator.flash import DEFAULT_FLASH_SIZE
 from simulator.fleet import Fleet
-from simulator.model import DeviceRefusedError, ImageState, OtaState
+from simulator.model import DeviceRefusedError
 from simulator.partitions import (
     ADVANCED_HTTPS_OTA_TABLE,
     LARGE_OTA_16MB_TABLE,
     PartitionScheme,
 )
 
-from .conftest import DeviceFactory, make_image, request_for
+from .conftest import DeviceFactory, make_image, request_for, run_ota
 from .firmware_server import FirmwareServer
-from .test_https_ota import run_ota
 
 MIB = 1024 * 1024
 BIG_IMAGE_SIZE = 4 * MIB

@@ -1,9 +1,12 @@
-"""The firmware server's own TLS certificate: self-signed, pinned by the device per update.
+"""Self-signed TLS certificates: the firmware server's, pinned by the device per update.
 
 A device downloads with esp_https_ota, whose esp_http_client trusts exactly the
 ``cert_pem`` of the OTA request and checks the host name of the URL against the
 certificate's subject alternative names (mbedtls_ssl_set_hostname). So the certificate
 must name every host a device may be told to use: the IP addresses and DNS names given.
+
+The project's one certificate builder: the simulator makes its devices' own certificates
+(and the wrong one a faulty device pins) with make_server_certificate too.
 
 Everything here that touches files or builds an SSL context blocks: call it in a thread
 (``asyncio.to_thread``), never in the event loop.
@@ -69,8 +72,7 @@ class ServerCertificate:
     @property
     def fingerprint(self) -> str:
         """SHA-256 of the DER certificate, hex (what `openssl x509 -fingerprint` shows)."""
-        der = self.certificate.public_bytes(serialization.Encoding.DER)
-        return hashlib.sha256(der).hexdigest()
+        return certificate_fingerprint(self.cert_pem)
 
     @property
     def not_valid_after(self) -> dt.datetime:
@@ -115,17 +117,31 @@ class ServerCertificate:
     def ssl_context(self) -> ssl.SSLContext:
         """A server-side SSL context presenting this certificate (TLS 1.2 or newer).
 
-        Blocking (the ssl module loads chains from files only, so this writes them to a
-        private temporary folder): call it in a thread.
+        Blocking (see server_ssl_context): call it in a thread.
         """
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        with tempfile.TemporaryDirectory(prefix="esp-ota-cert-") as folder:
-            cert_path, key_path = Path(folder) / CERT_FILE, Path(folder) / KEY_FILE
-            cert_path.write_text(self.cert_pem)
-            _write_private(key_path, self.key_pem)
-            context.load_cert_chain(cert_path, key_path)
-        return context
+        return server_ssl_context(self.cert_pem, self.key_pem)
+
+
+def certificate_fingerprint(cert_pem: str) -> str:
+    """SHA-256 of a PEM certificate's DER encoding, hex: what a client pins."""
+    der = x509.load_pem_x509_certificate(cert_pem.encode()).public_bytes(serialization.Encoding.DER)
+    return hashlib.sha256(der).hexdigest()
+
+
+def server_ssl_context(cert_pem: str, key_pem: str) -> ssl.SSLContext:
+    """A server-side SSL context presenting a PEM certificate and key (TLS 1.2 or newer).
+
+    Blocking (the ssl module loads chains from files only, so this writes them to a
+    private temporary folder): call it in a thread.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    with tempfile.TemporaryDirectory(prefix="esp-ota-cert-") as folder:
+        cert_path, key_path = Path(folder) / CERT_FILE, Path(folder) / KEY_FILE
+        cert_path.write_text(cert_pem)
+        write_private_file(key_path, key_pem)
+        context.load_cert_chain(cert_path, key_path)
+    return context
 
 
 def make_server_certificate(
@@ -134,13 +150,16 @@ def make_server_certificate(
     common_name: str = COMMON_NAME,
     validity: dt.timedelta = VALIDITY,
     ca: bool = True,
+    subject_serial_number: str | None = None,
 ) -> ServerCertificate:
     """A new self-signed ECDSA P-256 certificate naming `hosts` (IPs and DNS names).
 
     `ca=True` (the default) makes it its own trust anchor with the extensions strict
     verifiers want (key usage, key identifiers), so Python's default client context,
     OpenSSL and mbedTLS all accept it pinned; `ca=False` makes a plain leaf, as some
-    tools do (mbedTLS accepts a pinned leaf too).
+    tools do (mbedTLS accepts a pinned leaf too). `subject_serial_number` adds the
+    subject's serialNumber attribute: a device puts its MAC there, so that its
+    certificate says which device it belongs to.
     """
     names: list[x509.GeneralName] = []
     for host in dict.fromkeys(host.strip() for host in hosts if host.strip()):
@@ -149,7 +168,10 @@ def make_server_certificate(
     if not names:
         raise ValueError("a server certificate needs at least one host name or IP address")
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if subject_serial_number is not None:
+        attributes.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, subject_serial_number))
+    subject = x509.Name(attributes)
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -192,8 +214,8 @@ def make_server_certificate(
     )
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (0600 from the first byte)."""
+def write_private_file(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600 from the first byte): a private key."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as file:
         file.write(text)
@@ -204,7 +226,7 @@ def _replace(path: Path, text: str, *, private: bool) -> None:
     """Write `text` to `path` atomically (a crash leaves the old file or the new one)."""
     temporary = path.with_name(f".{path.name}.tmp")
     if private:
-        _write_private(temporary, text)
+        write_private_file(temporary, text)
     else:
         temporary.write_text(text)
     temporary.replace(path)

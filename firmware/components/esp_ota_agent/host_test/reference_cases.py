@@ -1,5 +1,5 @@
 """Print test_ota_request_cases.h: POST /api/v1/ota bodies and what the reference device
-(simulator/api.py _start_ota, _field, _headers; simulator/device.py validate_request)
+(simulator/api.py _start_ota, _field, _headers; simulator/ota_task.py validate_request)
 answers to each, for the C parser's table-driven test (test_ota_request.c). A row marked
 "the reference device: ..." is one where the C device answers differently on purpose
 (see src/core/agent_ota_request.c).
@@ -20,8 +20,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 
 from simulator.api import decode_ota_request
-from simulator.device import validate_request
 from simulator.esp_err import EspError
+from simulator.ota_task import validate_request
 
 SLOT = 1740800  # the OTA slot of the default partition table (1700 KiB)
 CERT = (  # a self-signed ECDSA P-256 certificate (its key was not kept)

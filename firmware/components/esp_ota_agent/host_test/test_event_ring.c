@@ -1,6 +1,6 @@
 /*
  * Unit tests of agent_event_ring: ids, wrap-around, next_after across the wrap, replay
- * cursors (as simulator/device.py events_since), id reservations across reboots, and
+ * cursors (as simulator/firmware_app.py events_since), id reservations across reboots, and
  * WRITE_FLASH pacing.
  *
  * SPDX-License-Identifier: Apache-2.0

@@ -73,7 +73,7 @@ uint32_t agent_event_ring_next_id(const agent_event_ring_t *ring);
  * - no (valid) Last-Event-ID: the last issued id; only live events follow;
  * - Last-Event-ID N with N <= the last issued id: N (what the ring still holds after N);
  * - N above any id issued (a client from before a flash erase): 0, the whole ring.
- * As simulator/device.py events_since.
+ * As simulator/firmware_app.py events_since.
  */
 uint32_t agent_event_ring_replay_cursor(const agent_event_ring_t *ring, bool has_last_event_id,
                                         uint32_t last_event_id);

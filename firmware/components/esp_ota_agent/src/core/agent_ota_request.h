@@ -1,6 +1,6 @@
 /*
  * The body of POST /api/v1/ota: decoded and checked exactly as the reference device
- * does it (simulator/api.py _start_ota, _field, _headers; simulator/device.py
+ * does it (simulator/api.py _start_ota, _field, _headers; simulator/ota_task.py
  * validate_request), with the same refusals in the same order.
  *
  * The device's order is: decode (400 ESP_ERR_INVALID_ARG), busy (409

@@ -39,7 +39,7 @@ bool agent_ota_status_in_progress(const agent_ota_status_t *status);
 bool agent_ota_status_abortable(const agent_ota_status_t *status);
 
 /**
- * What the firmware reads at boot (simulator/device.py _status_after_reset): a job that
+ * What the firmware reads at boot (simulator/firmware_app.py _status_after_reset): a job that
  * was rebooting has succeeded; one still connecting, downloading or verifying was cut
  * by the reset and has failed (ESP_FAIL, "the OTA was interrupted by a reset (<reason>)");
  * any other status is kept. `reset_reason_name` is agent_reset_reason_name()'s.
