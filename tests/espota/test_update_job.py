@@ -17,7 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -26,6 +26,9 @@ from aiohttp import web
 
 from custom_components.esp_ota.espota.device_client import DeviceClient
 from custom_components.esp_ota.espota.errors import (
+    DeviceBusyError,
+    DeviceRefusedError,
+    DeviceUnreachableError,
     EspOtaError,
     FeedConnectionError,
     FirmwareDownloadError,
@@ -35,24 +38,26 @@ from custom_components.esp_ota.espota.errors import (
 )
 from custom_components.esp_ota.espota.image import read_app_descriptor
 from custom_components.esp_ota.espota.image_builder import build_app_image
-from custom_components.esp_ota.espota.protocol import ImageState, OtaState, OtaStatus
-from custom_components.esp_ota.espota.update_job import (
+from custom_components.esp_ota.espota.job_record import (
+    DownloadGrant,
     FailureReason,
-    JobTimeouts,
-    PreparedImage,
-    UpdateJob,
     UpdateJobRecord,
-    UpdateJobRecordError,
     UpdateStep,
     new_record,
 )
+from custom_components.esp_ota.espota.protocol import (
+    DeviceEvent,
+    EventType,
+    ImageState,
+    OtaState,
+    OtaStatus,
+)
+from custom_components.esp_ota.espota.update_job import JobTimeouts, PreparedImage, UpdateJob
 from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
-from simulator.https_ota import OtaConfig
 from simulator.model import DeviceRefusedError as SimRefusedError
-from simulator.model import ImageState as SimImageState
 from simulator.model import OtaRequest
-from simulator.model import OtaState as SimOtaState
+from simulator.ota_task import OtaTaskConfig
 from simulator.tls import make_device_certificate
 from tests.simulator.firmware_server import make_certificate
 
@@ -167,16 +172,20 @@ class Source:
             size=len(self.image),
             version=self.version,
             app_elf_sha256=app.app_elf_sha256,
-            download={"token": self.token, "path": self.path, "expires_at": time.time() + 600},
+            download=self.grant(),
         )
+
+    def grant(self) -> DownloadGrant:
+        """What the record keeps to re-arm the download (the path is the source's own)."""
+        return DownloadGrant(token=self.token, expires_at=time.time() + 600, host="127.0.0.1")
 
     def bytes_served(self) -> int | None:
         return self.server.sent.get(self.path) if self.report_served else None
 
-    def rearmed(self, download: dict[str, Any] | None) -> Source:
+    def rearmed(self, download: DownloadGrant | None) -> Source:
         """The source a restarted process makes from the stored record's `download`."""
         assert download is not None
-        return Source(self.server, self.image, self.version, download["token"], download["path"])
+        return Source(self.server, self.image, self.version, download.token, self.path)
 
 
 # --- devices ------------------------------------------------------------------------
@@ -222,7 +231,7 @@ async def start_sim(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[StartSim]:
                 secret=SECRET,
                 factory_image=make_image(OLD),
                 reboot_time_s=reboot_time_s,
-                ota=OtaConfig(timeout_ms=500, stall_abort_ms=15_000),
+                ota=OtaTaskConfig().with_settings(timeout_ms=500, stall_abort_ms=15_000),
                 **config,
             )
         )
@@ -379,7 +388,7 @@ async def test_a_good_update(
     assert record.ota_id is not None
     assert record.start_sent
     assert record.download is not None
-    assert record.download["token"] == source.token
+    assert record.download.token == source.token
     # Progress notifications are throttled (about 1 % steps), not one per 4 KiB write.
     assert len(store.saved) < 120
     assert len(sim.starts) == 1
@@ -530,12 +539,34 @@ async def test_a_truncated_download_fails(start_sim: StartSim, image_server: Ima
     await assert_runs_old_firmware(sim)
 
 
-async def test_a_long_stall_is_aborted(start_sim: StartSim, image_server: ImageServer) -> None:
+@pytest.mark.parametrize(
+    "abort_failure",
+    [
+        None,
+        DeviceRefusedError("ESP_ERR_INVALID_STATE", "no OTA to abort"),
+        DeviceUnreachableError("the abort was lost"),
+    ],
+    ids=["aborted", "abort-refused", "abort-lost"],
+)
+async def test_a_long_stall_is_aborted(
+    start_sim: StartSim,
+    image_server: ImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+    abort_failure: EspOtaError | None,
+) -> None:
     """No progress for stall_s: the job aborts the device's OTA and ends STALLED, long
-    before the device's own watchdog (15 s) would."""
+    before the device's own watchdog (15 s) would. An abort refused (the device, asked
+    again, is still stuck downloading) or lost ends the job STALLED all the same."""
     sim = await start_sim()
     sim.device.faults.stall_at_byte = 16_384
     sim.device.faults.stall_seconds = 10
+    real_abort = sim.client.abort_ota
+    if abort_failure is not None:
+
+        async def abort_fails() -> None:
+            raise abort_failure
+
+        monkeypatch.setattr(sim.client, "abort_ota", abort_fails)
     timeouts = JobTimeouts(start_s=1, stall_s=0.3, reboot_s=2, confirm_s=1, total_s=10, poll_s=0.05)
     source = Source(image_server, make_image(NEW), report_served=False)
     began = time.monotonic()
@@ -546,6 +577,10 @@ async def test_a_long_stall_is_aborted(start_sim: StartSim, image_server: ImageS
     assert record.message is not None
     assert "aborted" in record.message
     status = await sim.client.ota_status()
+    if abort_failure is not None:
+        assert (status.state, status.ota_id) == (OtaState.DOWNLOADING, record.ota_id)
+        await real_abort()  # nothing aborted it: end it for the next test's sake
+        return
     assert (status.state, status.ota_id) == (OtaState.ABORTED, record.ota_id)
     await assert_runs_old_firmware(sim)
 
@@ -558,6 +593,40 @@ async def test_a_short_stall_recovers(start_sim: StartSim, image_server: ImageSe
     source = Source(image_server, make_image(NEW), report_served=False)
     record = await job_for(sim, source, Store(), timeouts=timeouts).run()
     assert record.step is UpdateStep.SUCCEEDED, record
+    await assert_runs_new_firmware(sim)
+
+
+async def test_only_its_own_events_count_and_a_reboot_event_moves_on(
+    start_sim: StartSim, image_server: ImageServer
+) -> None:
+    """A tap on the device's one stream carries every job's events: another job's progress
+    moves nothing. The device's reboot event moves the job to REBOOTING at once."""
+    sim = await start_sim(reboot_time_s=0.3)
+    sim.device.faults.slow_link_bytes_per_s = 200_000
+
+    async def tap() -> AsyncIterator[DeviceEvent]:
+        async for event in sim.client.events():
+            yield replace(event, ota_id="another-job", bytes_written=SIZE)
+            yield event
+            if event.type is EventType.UPDATE_BOOT_PARTITION:
+                yield replace(event, type=EventType.REBOOT)
+
+    store = Store()
+    job = UpdateJob(
+        sim.client,
+        new_record(
+            mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
+        ),
+        Source(image_server, make_image(NEW), report_served=False),
+        on_change=store.on_change,
+        timeouts=FAST,
+        events=tap,
+    )
+    record = await job.run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    assert UpdateStep.REBOOTING in store.steps()
+    assert store.percentages()[0] < 50  # not the other job's SIZE bytes
+    assert len(sim.starts) == 1
     await assert_runs_new_firmware(sim)
 
 
@@ -704,6 +773,64 @@ async def test_a_confirm_that_does_not_take(
 # --- refusals at the start ----------------------------------------------------------------
 
 
+async def test_a_busy_answer_to_its_own_start(
+    start_sim: StartSim, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device took the start, but the answer that came back says busy (a retried
+    request on a flaky network): the job finds its own job and adopts it."""
+    sim = await start_sim()
+    real_start = sim.client.start_ota
+
+    async def busy_after_starting(**request: Any) -> str:
+        await real_start(**request)
+        raise DeviceBusyError("ESP_ERR_INVALID_STATE", "an OTA is already running")
+
+    monkeypatch.setattr(sim.client, "start_ota", busy_after_starting)
+    record = await job_for(sim, Source(image_server, make_image(NEW)), Store()).run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    assert len(sim.starts) == 1
+    assert record.ota_id == (await sim.client.ota_status()).ota_id
+    await assert_runs_new_firmware(sim)
+
+
+@pytest.mark.parametrize("request_name", ["start_ota", "confirm"])
+async def test_a_request_that_never_reaches_the_device(
+    start_sim: StartSim,
+    image_server: ImageServer,
+    monkeypatch: pytest.MonkeyPatch,
+    request_name: str,
+) -> None:
+    """The device answers its reads, but POST /ota (or POST /ota/confirm) never reaches
+    it: retried within start_s (while the device shows no job of ours) or confirm_s, then
+    DEVICE_UNREACHABLE. No start went twice; an unconfirmed image is the bootloader's."""
+    sim = await start_sim()
+
+    async def lost(**request: Any) -> str:
+        raise DeviceUnreachableError("connection reset")
+
+    monkeypatch.setattr(sim.client, request_name, lost)
+    timeouts = JobTimeouts(
+        start_s=0.5, stall_s=2, reboot_s=3, confirm_s=0.5, total_s=10, poll_s=0.05
+    )
+    store = Store()
+    record = await job_for(
+        sim, Source(image_server, make_image(NEW)), store, timeouts=timeouts
+    ).run()
+    assert (record.step, record.reason, record.error) == (
+        UpdateStep.FAILED,
+        FailureReason.DEVICE_UNREACHABLE,
+        "DeviceUnreachableError",
+    )
+    retried_in = UpdateStep.STARTING if request_name == "start_ota" else UpdateStep.CONFIRMING
+    entered = next(data["step_since"] for data in store.saved if data["step"] == retried_in)
+    assert 0.5 <= record.step_since - entered < 0.5 + SLACK_S
+    assert record.start_sent
+    if request_name == "start_ota":
+        assert sim.starts == []
+    else:
+        assert (await sim.info()).image_state is ImageState.PENDING_VERIFY
+
+
 async def test_a_busy_device(start_sim: StartSim, image_server: ImageServer) -> None:
     sim = await start_sim()
     sim.device.faults.slow_link_bytes_per_s = 20_000
@@ -746,7 +873,7 @@ async def test_a_device_still_pending_verify(
         )
     )
     await wait_until(
-        lambda: sim.device.online and sim.device.image_state() is SimImageState.PENDING_VERIFY
+        lambda: sim.device.online and sim.device.image_state() is ImageState.PENDING_VERIFY
     )
     record = new_record(
         mac=sim.device.config.mac, from_version="1.5.0", to_version=NEW, from_partition="ota_1"
@@ -1031,7 +1158,7 @@ async def test_resume_after_the_reboot_before_the_confirm(
     source = Source(image_server, make_image(NEW))
     store = Store(stop_when=lambda r: r.step is UpdateStep.CONFIRMING)
     await run_until_restart(job_for(sim, source, store))
-    assert sim.device.image_state() is SimImageState.PENDING_VERIFY  # not confirmed yet
+    assert sim.device.image_state() is ImageState.PENDING_VERIFY  # not confirmed yet
     record, resumed = await resume(sim, source, store.last)
     assert record.step is UpdateStep.SUCCEEDED, record
     assert resumed.steps() == [UpdateStep.SUCCEEDED]
@@ -1084,7 +1211,7 @@ async def test_resume_after_the_confirm(start_sim: StartSim, image_server: Image
     await run_until_restart(job_for(sim, source, store))
     stored = store.saved[-2]
     assert stored["step"] == "confirming"
-    assert sim.device.image_state() is SimImageState.VALID
+    assert sim.device.image_state() is ImageState.VALID
     record, _ = await resume(sim, source, stored)
     assert record.step is UpdateStep.SUCCEEDED, record
     assert len(sim.starts) == 1
@@ -1099,8 +1226,13 @@ async def test_resume_of_a_job_the_device_never_saw(
     record = new_record(
         mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
     )
-    record.step, record.start_sent, record.ota_id = UpdateStep.DOWNLOADING, True, "0badc0ffee00"
-    record.download = {"token": source.token, "path": source.path}
+    record = replace(
+        record,
+        step=UpdateStep.DOWNLOADING,
+        start_sent=True,
+        ota_id="0badc0ffee00",
+        download=source.grant(),
+    )
     finished, _ = await resume(sim, source, record.to_dict())
     assert (finished.step, finished.reason) == (UpdateStep.FAILED, FailureReason.INTERRUPTED)
     assert sim.starts == []
@@ -1131,8 +1263,9 @@ async def test_resume_past_the_deadline_of_a_job_that_went_nowhere(
     record = new_record(
         mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
     )
-    record.step, record.started_at = UpdateStep.PREPARING, time.time() - 7200
-    record.download = {"token": source.token, "path": source.path}
+    record = replace(
+        record, step=UpdateStep.PREPARING, started_at=time.time() - 7200, download=source.grant()
+    )
     finished, _ = await resume(sim, source, record.to_dict())
     assert (finished.step, finished.reason) == (UpdateStep.FAILED, FailureReason.TIMED_OUT)
     assert sim.starts == []
@@ -1159,13 +1292,6 @@ async def test_time_in_a_queue_does_not_count(
     assert finished.started_at is not None
     assert finished.started_at >= began
     assert store.saved[0]["started_at"] == finished.started_at
-
-
-def test_records_stored_before_the_newer_fields_still_load() -> None:
-    data = full_record().to_dict()
-    del data["ota_id_before"], data["started_at"]
-    record = UpdateJobRecord.from_dict(data)
-    assert (record.ota_id_before, record.started_at) == (None, None)
 
 
 async def test_a_start_whose_answer_is_lost(
@@ -1273,8 +1399,7 @@ async def test_resume_while_preparing(start_sim: StartSim, image_server: ImageSe
     record = new_record(
         mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
     )
-    record.step = UpdateStep.PREPARING
-    record.download = {"token": source.token, "path": source.path}
+    record = replace(record, step=UpdateStep.PREPARING, download=source.grant())
     finished, store = await resume(sim, source, record.to_dict())
     assert finished.step is UpdateStep.SUCCEEDED, finished
     assert store.steps()[:2] == [UpdateStep.PREPARING, UpdateStep.STARTING]
@@ -1299,8 +1424,15 @@ async def test_resume_of_a_started_job_at_starting(
     record = new_record(
         mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
     )
-    record.step, record.start_sent, record.ota_id = UpdateStep.STARTING, True, ota_id
-    record.sha256, record.size, record.download = image.sha256, image.size, image.download
+    record = replace(
+        record,
+        step=UpdateStep.STARTING,
+        start_sent=True,
+        ota_id=ota_id,
+        sha256=image.sha256,
+        size=image.size,
+        download=image.download,
+    )
     finished, _ = await resume(sim, source, record.to_dict())
     assert finished.step is UpdateStep.SUCCEEDED, finished
     assert len(sim.starts) == 1
@@ -1321,127 +1453,31 @@ async def test_resume_at_rebooting_of_a_device_still_downloading(
     assert len(sim.starts) == 1
 
 
-# --- the record -----------------------------------------------------------------------
+# --- the job and its records -------------------------------------------------------------
 
 
-def full_record() -> UpdateJobRecord:
-    record = new_record(
-        mac="24:0a:c4:00:00:01", from_version=OLD, to_version=NEW, from_partition="ota_0"
+async def test_the_job_never_changes_a_record(
+    start_sim: StartSim, image_server: ImageServer
+) -> None:
+    """Each change is a new record passed to on_change; the one the job began with, and
+    every one it passed on, stay as they were; job.record and run() give the last one."""
+    sim = await start_sim()
+    first = new_record(
+        mac=sim.device.config.mac, from_version=OLD, to_version=NEW, from_partition="ota_0"
     )
-    record.sha256, record.size, record.app_elf_sha256 = "a" * 64, 4096, "b" * 64
-    record.step, record.start_sent, record.ota_id = UpdateStep.DOWNLOADING, True, "abc"
-    record.bytes_written = 1024
-    record.started_at = record.created_at + 1.5
-    record.download = {"token": "x", "nested": [1, 2.5, None, True, {"k": "v"}]}
-    return record
-
-
-def test_record_round_trips_through_json() -> None:
-    record = full_record()
-    data = json.loads(json.dumps(record.to_dict()))
-    again = UpdateJobRecord.from_dict(data)
-    assert again == record
-    assert again.to_dict() == data
-    assert again.download is not record.download  # a copy, not shared
-    assert record.percentage == 25.0
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"format": 2},
-        {"job_id": ""},
-        {"mac": 5},
-        {"step": "dancing"},
-        {"reason": "bored"},
-        {"size": -1},
-        {"size": True},
-        {"bytes_written": 1.5},
-        {"start_sent": "yes"},
-        {"created_at": "now"},
-        {"created_at": float("nan")},
-        {"started_at": -1},
-        {"sha256": "XYZ"},
-        {"app_elf_sha256": "A" * 64},
-        {"download": []},
-        {"download": {"when": float("inf")}},
-        {"download": {"bytes": {1: 2}}},
-        {"step": "failed"},
-        {"step": "rolled_back", "reason": "stalled"},
-        {"step": "succeeded", "reason": "stalled"},
-        {"reason": "stalled"},
-        {"start_sent": False},
-    ],
-)
-def test_garbage_records_are_refused(change: dict[str, Any]) -> None:
-    data = full_record().to_dict() | change
-    with pytest.raises(UpdateJobRecordError):
-        UpdateJobRecord.from_dict(data)
-
-
-def test_records_that_are_not_objects_or_miss_fields() -> None:
-    with pytest.raises(UpdateJobRecordError):
-        UpdateJobRecord.from_dict(["not", "a", "record"])
-    data = full_record().to_dict()
-    del data["to_version"]
-    with pytest.raises(UpdateJobRecordError, match="to_version"):
-        UpdateJobRecord.from_dict(data)
-    record = full_record()
-    record.download = {"bad": object()}
-    with pytest.raises(UpdateJobRecordError):
-        record.to_dict()
-
-
-def test_percentage_by_step() -> None:
-    record = full_record()
-    expected = {
-        UpdateStep.QUEUED: None,
-        UpdateStep.PREPARING: None,
-        UpdateStep.STARTING: None,
-        UpdateStep.DOWNLOADING: 25.0,
-        UpdateStep.VERIFYING: 25.0,
-        UpdateStep.REBOOTING: 100.0,
-        UpdateStep.CONFIRMING: 100.0,
-        UpdateStep.SUCCEEDED: 100.0,
-        UpdateStep.FAILED: None,
-        UpdateStep.ROLLED_BACK: None,
-    }
-    for step, percentage in expected.items():
-        record.step = step
-        assert record.percentage == percentage, step
-        assert record.finished is (
-            step in {UpdateStep.SUCCEEDED, UpdateStep.FAILED, UpdateStep.ROLLED_BACK}
-        )
-    record.step, record.size = UpdateStep.DOWNLOADING, 0
-    assert record.percentage is None  # size not known yet
-
-
-def test_translation_keys_are_snake_case() -> None:
-    for reason in FailureReason:
-        assert reason.value == reason.name.lower()
-    for step in UpdateStep:
-        assert step.value == step.name.lower()
-
-
-def test_new_record() -> None:
-    record = new_record(
-        mac="24:0a:c4:00:00:01",
-        from_version=OLD,
-        to_version=NEW,
-        from_partition=None,
-        clock=lambda: 1000.0,
+    before = first.to_dict()
+    seen: list[tuple[UpdateJobRecord, dict[str, Any]]] = []
+    job = UpdateJob(
+        sim.client,
+        first,
+        Source(image_server, make_image(NEW)),
+        on_change=lambda record: seen.append((record, record.to_dict())),
+        timeouts=FAST,
     )
-    assert (record.step, record.created_at, record.step_since) == (
-        UpdateStep.QUEUED,
-        1000.0,
-        1000.0,
-    )
-    assert not record.start_sent
-    assert record.ota_id is None
-    assert len(record.job_id) == 32
-    assert (
-        new_record(mac="m", from_version=OLD, to_version=NEW, from_partition=None).job_id
-        != record.job_id
-    )
-    # The simulator's states mirror the client's (the job reads one as the other).
-    assert {state.value for state in SimOtaState} == {state.value for state in OtaState}
+    assert job.record is first
+    record = await job.run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    assert record is job.record is seen[-1][0]
+    assert first.to_dict() == before
+    assert all(r.to_dict() == data for r, data in seen)
+    assert len({id(r) for r, _ in seen}) == len(seen)

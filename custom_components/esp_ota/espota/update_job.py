@@ -8,9 +8,11 @@ JobTimeouts.total_s (and one last look at the device), in SUCCEEDED, FAILED (wit
 FailureReason) or ROLLED_BACK.
 
 Everything the job needs to go on after the process running it restarted is in its
-UpdateJobRecord, which the caller stores whenever `on_change` is called. A job resumed from
-a stored record asks the device where it is instead of starting again: the device never
-receives a second start for the same job.
+UpdateJobRecord (job_record.py), which the caller stores whenever `on_change` is called.
+Records are frozen: the job replaces its record at every change (`job.record` is the
+current one) and passes each new one to on_change. A job resumed from a stored record asks
+the device where it is instead of starting again: the device never receives a second start
+for the same job. What the device's answers mean for the job is job_verdict.py.
 
 docs/architecture.md ("The update job") has the steps, timeouts and resume rules.
 """
@@ -19,33 +21,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
-from typing import Any, Final, NamedTuple, NoReturn, Protocol
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Final, NoReturn, Protocol
 
 from .device_client import DeviceClient
+from .device_waits import DeviceWaits, EventQueue
 from .errors import (
     DeviceBusyError,
     DeviceRefusedError,
-    DeviceTimeoutError,
-    DeviceUnauthorizedError,
     DeviceUnreachableError,
     EspOtaError,
     FirmwareIntegrityError,
     FirmwareMismatchError,
     ImageError,
 )
-from .protocol import DeviceEvent, DeviceInfo, EventType, ImageState, OtaState, OtaStatus
+from .job_record import DOWNLOAD_STEPS, DownloadGrant, FailureReason, UpdateJobRecord, UpdateStep
+from .job_verdict import Verdict, adoptable, device_verdict, error_verdict
+from .protocol import DeviceEvent, DeviceInfo, EventType, OtaState, OtaStatus
 
 _LOGGER = logging.getLogger(__name__)
 
-# The version of UpdateJobRecord.to_dict()'s layout.
-RECORD_FORMAT: Final = 1
 # A request gets at least this long (or start_s, if shorter) even when its wait's deadline
 # has (nearly) passed: one last attempt, long enough for an ESP32's TLS handshake (1-3 s).
 LAST_ATTEMPT_S: Final = 5.0
@@ -54,279 +51,8 @@ LAST_ATTEMPT_S: Final = 5.0
 PROGRESS_NOTIFY_FRACTION: Final = 0.01
 PROGRESS_NOTIFY_S: Final = 1.0
 
-_SHA256: Final = re.compile(r"^[0-9a-f]{64}$")
 _RUNNING: Final = frozenset({OtaState.CONNECTING, OtaState.DOWNLOADING, OtaState.VERIFYING})
 _ABORTABLE: Final = frozenset({OtaState.CONNECTING, OtaState.DOWNLOADING})
-
-
-class UpdateStep(StrEnum):
-    """Where an update job is."""
-
-    QUEUED = "queued"
-    PREPARING = "preparing"
-    STARTING = "starting"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    REBOOTING = "rebooting"
-    CONFIRMING = "confirming"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled_back"
-
-    @property
-    def finished(self) -> bool:
-        """True for the three ends: succeeded, failed, rolled back."""
-        return self in _FINISHED
-
-
-_FINISHED: Final = frozenset({UpdateStep.SUCCEEDED, UpdateStep.FAILED, UpdateStep.ROLLED_BACK})
-_FOLLOWING: Final = frozenset({UpdateStep.DOWNLOADING, UpdateStep.VERIFYING})
-_AFTER_DOWNLOAD: Final = frozenset(
-    {UpdateStep.REBOOTING, UpdateStep.CONFIRMING, UpdateStep.SUCCEEDED}
-)
-
-
-class FailureReason(StrEnum):
-    """Why a job ended FAILED (or ROLLED_BACK). Values are translation keys."""
-
-    IMAGE_UNAVAILABLE = "image_unavailable"  # the image could not be prepared
-    IMAGE_INVALID = "image_invalid"  # corrupt, wrong size or sha256
-    IMAGE_MISMATCH = "image_mismatch"  # does not fit the device (or the release)
-    DEVICE_BUSY = "device_busy"  # the device already runs another OTA
-    DEVICE_REFUSED = "device_refused"  # the device refused (error name in record.error)
-    DEVICE_UNREACHABLE = "device_unreachable"  # could not reach it while it should be there
-    DOWNLOAD_FAILED = "download_failed"  # the device's OTA failed (ESP-IDF error name)
-    STALLED = "stalled"  # no progress for stall_s: the device's OTA was aborted
-    NOT_BACK = "not_back"  # not back within reboot_s after rebooting
-    WRONG_FIRMWARE = "wrong_firmware"  # back, but not running what was sent
-    CONFIRM_FAILED = "confirm_failed"  # confirm refused, or the image not valid after it
-    ROLLED_BACK = "rolled_back"  # the bootloader went back to the old image
-    TIMED_OUT = "timed_out"  # the whole job took longer than total_s
-    INTERRUPTED = "interrupted"  # a resumed job the device shows no trace of
-
-
-class UpdateJobRecordError(EspOtaError):
-    """A stored update job record is not one: the message names the field and why."""
-
-
-@dataclass
-class UpdateJobRecord:
-    """Everything an update job needs to go on after a restart (JSON via to_dict)."""
-
-    job_id: str
-    mac: str
-    from_version: str
-    to_version: str
-    sha256: str  # of the image ("" until prepared)
-    size: int  # of the image (0 until prepared)
-    app_elf_sha256: str | None  # expected, from the image's descriptor (None: unknown)
-    from_partition: str | None  # the running partition when the job started
-    step: UpdateStep
-    reason: FailureReason | None
-    error: str | None  # ESP-IDF error name (or the client error's type) when failed
-    message: str | None  # what happened, for people
-    ota_id: str | None  # the device's id of the job, once it answered the start
-    start_sent: bool  # set and stored before the start request goes out
-    bytes_written: int  # never goes back
-    created_at: float  # epoch seconds
-    step_since: float  # epoch seconds
-    download: dict[str, Any] | None  # the image source's own (re-arming a download)
-    # The device's last_ota.ota_id before the start: a job found on the device after an
-    # unanswered start is adopted only if it is not this one.
-    ota_id_before: str | None = None
-    # When the job left QUEUED (epoch seconds): total_s counts from here, so time spent
-    # waiting in a queue of updates does not count.
-    started_at: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        """True once the job has ended (succeeded, failed or rolled back)."""
-        return self.step.finished
-
-    @property
-    def percentage(self) -> float | None:
-        """Download progress 0..100 while downloading or verifying, 100 after that."""
-        if self.step in _AFTER_DOWNLOAD:
-            return 100.0
-        if self.step not in _FOLLOWING or self.size <= 0:
-            return None
-        return min(100.0, self.bytes_written * 100.0 / self.size)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe copy (from_dict reads it back equal)."""
-        data: dict[str, Any] = {"format": RECORD_FORMAT}
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, StrEnum):
-                value = value.value
-            elif isinstance(value, dict):
-                value = _json_copy(value, item.name)
-            data[item.name] = value
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Any) -> UpdateJobRecord:
-        """Read a record stored by to_dict; anything else is an UpdateJobRecordError."""
-        if not isinstance(data, Mapping):
-            raise UpdateJobRecordError("an update job record must be a JSON object")
-        reader = _RecordReader(data)
-        if data.get("format") != RECORD_FORMAT:
-            raise UpdateJobRecordError(
-                f"format: expected {RECORD_FORMAT}, got {data.get('format')!r}"
-            )
-        sha256 = reader.text("sha256")
-        if sha256 and not _SHA256.match(sha256):
-            raise UpdateJobRecordError("sha256: not 64 lowercase hex digits")
-        elf = reader.optional_text("app_elf_sha256")
-        if elf is not None and not _SHA256.match(elf):
-            raise UpdateJobRecordError("app_elf_sha256: not 64 lowercase hex digits")
-        download = data.get("download")
-        if download is not None and not isinstance(download, dict):
-            raise UpdateJobRecordError("download: must be an object or null")
-        record = cls(
-            job_id=reader.text("job_id", required=True),
-            mac=reader.text("mac", required=True),
-            from_version=reader.text("from_version"),
-            to_version=reader.text("to_version", required=True),
-            sha256=sha256,
-            size=reader.count("size"),
-            app_elf_sha256=elf,
-            from_partition=reader.optional_text("from_partition"),
-            step=reader.choice("step", UpdateStep),
-            reason=reader.optional_choice("reason", FailureReason),
-            error=reader.optional_text("error"),
-            message=reader.optional_text("message"),
-            ota_id=reader.optional_text("ota_id"),
-            start_sent=reader.flag("start_sent"),
-            bytes_written=reader.count("bytes_written"),
-            created_at=reader.time("created_at"),
-            step_since=reader.time("step_since"),
-            download=_json_copy(download, "download") if download is not None else None,
-            ota_id_before=reader.optional_text("ota_id_before"),
-            started_at=reader.optional_time("started_at"),
-        )
-        _check_consistent(record)
-        return record
-
-
-class _RecordReader:
-    """Typed access to a stored record's fields; anything else is UpdateJobRecordError."""
-
-    def __init__(self, data: Mapping[str, Any]) -> None:
-        self._data = data
-
-    def _get(self, name: str, kinds: tuple[type, ...], optional: bool) -> Any:
-        if name not in self._data and not optional:
-            raise UpdateJobRecordError(f"{name}: missing")
-        value = self._data.get(name)
-        if value is None and optional:
-            return None
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            raise UpdateJobRecordError(f"{name}: of the wrong type ({type(value).__name__})")
-        return value
-
-    def text(self, name: str, *, required: bool = False) -> str:
-        value: str = self._get(name, (str,), optional=False)
-        if required and not value:
-            raise UpdateJobRecordError(f"{name}: empty")
-        return value
-
-    def optional_text(self, name: str) -> str | None:
-        value: str | None = self._get(name, (str,), optional=True)
-        return value
-
-    def count(self, name: str) -> int:
-        value: int = self._get(name, (int,), optional=False)
-        if value < 0:
-            raise UpdateJobRecordError(f"{name}: negative")
-        return value
-
-    def flag(self, name: str) -> bool:
-        value: bool = self._get(name, (bool,), optional=False)
-        return value
-
-    def time(self, name: str) -> float:
-        value = float(self._get(name, (int, float), optional=False))
-        if not math.isfinite(value) or value < 0:
-            raise UpdateJobRecordError(f"{name}: not a time")
-        return value
-
-    def optional_time(self, name: str) -> float | None:
-        # Optional, and may be missing: records stored before the field existed.
-        return None if self._data.get(name) is None else self.time(name)
-
-    def choice[E: StrEnum](self, name: str, enum: type[E]) -> E:
-        value = self.text(name)
-        try:
-            return enum(value)
-        except ValueError as err:
-            raise UpdateJobRecordError(f"{name}: unknown value {value!r}") from err
-
-    def optional_choice[E: StrEnum](self, name: str, enum: type[E]) -> E | None:
-        if self._data.get(name) is None:
-            return None
-        return self.choice(name, enum)
-
-
-def _json_copy(value: Any, where: str) -> Any:
-    """A deep copy of JSON data (objects with string keys, arrays, scalars)."""
-    if isinstance(value, dict):
-        if not all(isinstance(key, str) for key in value):
-            raise UpdateJobRecordError(f"{where}: object keys must be strings")
-        return {key: _json_copy(item, f"{where}.{key}") for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_copy(item, f"{where}[]") for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UpdateJobRecordError(f"{where}: {value} is not JSON")
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    raise UpdateJobRecordError(f"{where}: {type(value).__name__} is not JSON")
-
-
-def _check_consistent(record: UpdateJobRecord) -> None:
-    """Refuse combinations a job never stores."""
-    if record.step is UpdateStep.FAILED and record.reason is None:
-        raise UpdateJobRecordError("reason: a failed job has one")
-    if record.step is UpdateStep.ROLLED_BACK and record.reason is not FailureReason.ROLLED_BACK:
-        raise UpdateJobRecordError("reason: a rolled back job has reason rolled_back")
-    if not record.step.finished and record.reason is not None:
-        raise UpdateJobRecordError(f"reason: a {record.step} job has none")
-    if record.step is UpdateStep.SUCCEEDED and record.reason is not None:
-        raise UpdateJobRecordError("reason: a succeeded job has none")
-    if record.ota_id is not None and not record.start_sent:
-        raise UpdateJobRecordError("ota_id: set although no start was sent")
-
-
-def new_record(
-    *,
-    mac: str,
-    from_version: str,
-    to_version: str,
-    from_partition: str | None,
-    clock: Callable[[], float] = time.time,
-) -> UpdateJobRecord:
-    """A QUEUED job updating the device `mac` from `from_version` to `to_version`."""
-    now = clock()
-    return UpdateJobRecord(
-        job_id=uuid.uuid4().hex,
-        mac=mac,
-        from_version=from_version,
-        to_version=to_version,
-        sha256="",
-        size=0,
-        app_elf_sha256=None,
-        from_partition=from_partition,
-        step=UpdateStep.QUEUED,
-        reason=None,
-        error=None,
-        message=None,
-        ota_id=None,
-        start_sent=False,
-        bytes_written=0,
-        created_at=now,
-        step_since=now,
-        download=None,
-    )
 
 
 @dataclass(frozen=True)
@@ -341,7 +67,7 @@ class PreparedImage:
     size: int
     version: str
     app_elf_sha256: str | None
-    download: dict[str, Any] | None = field(default=None)  # stored in the record
+    download: DownloadGrant | None = None  # stored in the record (None: direct)
 
 
 class ImageSource(Protocol):
@@ -372,15 +98,6 @@ class JobTimeouts:
     poll_s: float = 2.0  # polling interval (events come in between)
 
 
-class _Verdict(NamedTuple):
-    """What a device's state means for the job."""
-
-    step: UpdateStep
-    reason: FailureReason | None = None
-    error: str | None = None
-    message: str | None = None
-
-
 class _JobEndedError(Exception):
     """Internal: a wait ended the job (the record says how)."""
 
@@ -404,7 +121,7 @@ class UpdateJob:
         # a caller that already follows the device's one stream passes a tap on it (every
         # event would otherwise be sent, encrypted and parsed twice).
         self._events = events or client.events
-        self.record = record
+        self._record = record
         self._source = source
         self._on_change = on_change
         self._timeouts = timeouts
@@ -417,20 +134,32 @@ class UpdateJob:
         self._device_bytes = 0
         self._served_bytes = 0
         self._last_attempt_s = min(LAST_ATTEMPT_S, timeouts.start_s)
+        self._waits = DeviceWaits(
+            client,
+            record.mac,
+            poll_s=timeouts.poll_s,
+            last_attempt_s=self._last_attempt_s,
+            clock=clock,
+        )
         # This run saw the device take the start (its answer, or its status just read).
         self._started_here = False
+
+    @property
+    def record(self) -> UpdateJobRecord:
+        """The job's current record (a new object at every change)."""
+        return self._record
 
     # --- the run ---------------------------------------------------------------------------
 
     async def run(self) -> UpdateJobRecord:
-        """Run the job from wherever its record is, to its end; return the record.
+        """Run the job from wherever its record is, to its end; return the final record.
 
         Device and image failures end the job (the record says why); they are never
         raised. Cancelling the task leaves the record as last passed to on_change,
         resumable by a new UpdateJob. An exception raised by on_change (the record could
         not be stored) propagates and the job goes no further.
         """
-        record = self.record
+        record = self._record
         if record.finished:
             return record
         _LOGGER.debug(
@@ -455,18 +184,18 @@ class UpdateJob:
         except _JobEndedError:
             pass
         except EspOtaError as err:
-            self._fail_from_error(err)
+            self._apply(error_verdict(err))  # a device error no step turned into a verdict
         self._log_result()
-        return record
+        return self._record
 
     async def _drive(self) -> None:
-        while not self.record.finished:
-            step = self.record.step
+        while not self._record.finished:
+            step = self._record.step
             if step in (UpdateStep.QUEUED, UpdateStep.PREPARING):
                 await self._prepare()
             elif step is UpdateStep.STARTING:
                 await self._start()
-            elif step in _FOLLOWING:
+            elif step in DOWNLOAD_STEPS:
                 await self._follow()
             elif step is UpdateStep.REBOOTING:
                 await self._wait_back()
@@ -476,14 +205,14 @@ class UpdateJob:
     # --- preparing and starting ---------------------------------------------------------------
 
     async def _prepare(self) -> None:
-        if self.record.started_at is None:
-            self.record.started_at = self._clock()
+        if self._record.started_at is None:
+            self._change(started_at=self._clock())
         self._set_step(UpdateStep.PREPARING)
         await self._prepare_image()
         self._set_step(UpdateStep.STARTING)
 
     async def _prepare_image(self) -> PreparedImage:
-        record = self.record
+        to_version = self._record.to_version
         try:
             image = await self._source.prepare()
         except (FirmwareIntegrityError, ImageError) as err:
@@ -492,41 +221,42 @@ class UpdateJob:
             self._end_failed(FailureReason.IMAGE_MISMATCH, type(err).__name__, str(err))
         except EspOtaError as err:
             self._end_failed(FailureReason.IMAGE_UNAVAILABLE, type(err).__name__, str(err))
-        if image.version != record.to_version:
+        if image.version != to_version:
             self._end_failed(
                 FailureReason.IMAGE_MISMATCH,
                 None,
-                f"the image is version {image.version!r}, the job installs {record.to_version!r}",
+                f"the image is version {image.version!r}, the job installs {to_version!r}",
             )
         self._image = image
-        record.sha256 = image.sha256.lower()
-        record.size = image.size
-        record.app_elf_sha256 = image.app_elf_sha256.lower() if image.app_elf_sha256 else None
-        record.download = dict(image.download) if image.download is not None else None
+        self._change(
+            sha256=image.sha256.lower(),
+            size=image.size,
+            app_elf_sha256=image.app_elf_sha256.lower() if image.app_elf_sha256 else None,
+            download=image.download,
+        )
         self._notify()
         return image
 
     async def _start(self) -> None:
-        record = self.record
-        if record.ota_id is not None:
+        if self._record.ota_id is not None:
             self._set_step(UpdateStep.DOWNLOADING)
             return
         deadline = self._clock() + self._timeouts.start_s
-        status = await self._status_until(deadline)
-        if record.start_sent:
+        status = await self._waits.status_until(deadline)
+        if self._record.start_sent:
             # The last run sent the start but stored no answer: did it arrive?
-            if self._adoptable(status):
-                self._adopt(status.ota_id)
+            if self._adopt_if_ours(status):
                 return
-            _LOGGER.debug("%s: the earlier start never arrived; starting", record.mac)
+            _LOGGER.debug("%s: the earlier start never arrived; starting", self._record.mac)
         else:
-            record.ota_id_before = status.ota_id
+            self._change(ota_id_before=status.ota_id)
         image = self._image or await self._prepare_image()
-        record.start_sent = True
+        self._change(start_sent=True)
         self._notify()  # stored before the request goes out
+        record = self._record
         while True:
             try:
-                ota_id = await self._bounded(
+                ota_id = await self._waits.bounded(
                     self._client.start_ota(
                         url=image.url,
                         sha256=record.sha256,
@@ -539,39 +269,32 @@ class UpdateJob:
                 )
             except DeviceBusyError as err:
                 # Busy with our own start, delivered although its answer was lost?
-                status = await self._status_until(deadline)
-                if self._adoptable(status):
-                    self._adopt(status.ota_id)
+                if self._adopt_if_ours(await self._waits.status_until(deadline)):
                     return
                 self._end_failed(FailureReason.DEVICE_BUSY, err.error, err.message)
             except DeviceRefusedError as err:
                 self._end_failed(FailureReason.DEVICE_REFUSED, err.error, err.message)
             except DeviceUnreachableError:
                 # Ask before sending again: the start may have arrived.
-                status = await self._status_until(deadline)
-                if self._adoptable(status):
-                    self._adopt(status.ota_id)
+                if self._adopt_if_ours(await self._waits.status_until(deadline)):
                     return
                 if self._clock() >= deadline:
                     raise
-                await self._pause(deadline)
+                await self._waits.pause(deadline)
                 continue
             self._adopt(ota_id)
             return
 
-    def _adoptable(self, status: OtaStatus) -> bool:
-        """Whether the device's job is the one this job started."""
-        record = self.record
-        return (
-            status.ota_id is not None
-            and status.ota_id != record.ota_id_before
-            and status.state is not OtaState.IDLE
-            and status.target_version == record.to_version
-            and (status.image_size is None or record.size <= 0 or status.image_size == record.size)
-        )
+    def _adopt_if_ours(self, status: OtaStatus) -> bool:
+        """Adopt the device's job if it is the one this job started (True), although no
+        answer to the start was stored."""
+        if not adoptable(self._record, status):
+            return False
+        self._adopt(status.ota_id)
+        return True
 
     def _adopt(self, ota_id: str | None) -> None:
-        self.record.ota_id = ota_id
+        self._change(ota_id=ota_id)
         self._started_here = True
         self._set_step(UpdateStep.DOWNLOADING)
 
@@ -579,33 +302,18 @@ class UpdateJob:
 
     async def _follow(self) -> None:
         """DOWNLOADING and VERIFYING: events as they come, a poll every poll_s."""
-        queue: asyncio.Queue[DeviceEvent] = asyncio.Queue()
-        pump = asyncio.create_task(
-            self._pump_events(queue), name=f"esp-ota events {self.record.mac}"
-        )
-        try:
-            await self._follow_loop(queue)
-        finally:
-            pump.cancel()
-            await asyncio.wait([pump])
+        async with EventQueue(self._events, self._record.mac, self._clock) as events:
+            await self._follow_loop(events)
 
-    async def _pump_events(self, queue: asyncio.Queue[DeviceEvent]) -> None:
-        try:
-            async for event in self._events():
-                queue.put_nowait(event)
-        except EspOtaError as err:
-            # Authentication or certificate errors end the stream; polling goes on.
-            _LOGGER.debug("%s: event stream ended: %s", self.record.mac, err)
-
-    async def _follow_loop(self, queue: asyncio.Queue[DeviceEvent]) -> None:
-        record, timeouts = self.record, self._timeouts
+    async def _follow_loop(self, events: EventQueue) -> None:
+        timeouts = self._timeouts
         moved_at = self._clock()  # the stall clock
         lost_since: float | None = None  # unreachable since
         # A download whose start this run just saw is followed by its events first (the
         # device answered a moment ago); one resumed mid-download is asked at once.
         next_poll = self._clock() + (timeouts.poll_s if self._started_here else 0.0)
-        while record.step in _FOLLOWING:
-            event = await self._next_event(queue, next_poll)
+        while self._record.step in DOWNLOAD_STEPS:
+            event = await events.next_before(next_poll)
             moved = self._advance(None)
             if event is not None:
                 event_moved, poll_now = self._on_event(event)
@@ -616,15 +324,15 @@ class UpdateJob:
                     # Events are flowing: the poll is only for when they stop (one request
                     # and one TLS connection less per device while it downloads).
                     next_poll = max(next_poll, self._clock() + timeouts.poll_s)
-            if record.step in _FOLLOWING and self._clock() >= next_poll:
+            if self._record.step in DOWNLOAD_STEPS and self._clock() >= next_poll:
                 next_poll = self._clock() + timeouts.poll_s
                 try:
-                    status = await self._bounded(
+                    status = await self._waits.bounded(
                         self._client.ota_status(), self._clock() + timeouts.poll_s
                     )
                 except DeviceUnreachableError as err:
-                    if record.step is UpdateStep.VERIFYING or (
-                        record.size > 0 and self._device_bytes >= record.size
+                    if self._record.step is UpdateStep.VERIFYING or (
+                        0 < self._record.size <= self._device_bytes
                     ):
                         self._set_step(UpdateStep.REBOOTING)  # verified, now restarting
                         return
@@ -645,31 +353,15 @@ class UpdateJob:
             if moved:
                 moved_at = self._clock()
             elif (
-                record.step in _FOLLOWING
+                self._record.step in DOWNLOAD_STEPS
                 and lost_since is None
                 and self._clock() - moved_at >= timeouts.stall_s
             ):
                 await self._stalled()
 
-    async def _next_event(
-        self, queue: asyncio.Queue[DeviceEvent], next_poll: float
-    ) -> DeviceEvent | None:
-        """A queued event at once (newer than the last poll), else one that comes before
-        the next poll is due; None when it is due."""
-        if not queue.empty():
-            return queue.get_nowait()
-        wait = next_poll - self._clock()
-        if wait > 0:
-            try:
-                async with asyncio.timeout(wait):
-                    return await queue.get()
-            except TimeoutError:
-                pass
-        return None
-
     def _on_event(self, event: DeviceEvent) -> tuple[bool, bool]:
         """(progress, poll now) for one event of the device's stream."""
-        if event.ota_id != self.record.ota_id:
+        if event.ota_id != self._record.ota_id:
             return False, False  # another job's, or a plain reboot's
         match event.type:
             case EventType.WRITE_FLASH:
@@ -687,9 +379,8 @@ class UpdateJob:
 
     async def _on_status(self, status: OtaStatus) -> bool:
         """Progress (True) or a step change from the device's GET /ota."""
-        record = self.record
-        if status.ota_id != record.ota_id:
-            self._settle(await self._info_until(self._clock() + self._timeouts.poll_s))
+        if status.ota_id != self._record.ota_id:
+            self._settle(await self._waits.info_until(self._clock() + self._timeouts.poll_s))
             return True
         if status.state in (OtaState.FAILED, OtaState.ABORTED, OtaState.IDLE):
             self._end_failed(
@@ -714,7 +405,7 @@ class UpdateJob:
         4 KiB of it), so it would show 100 % long before the end. It still proves the
         download is alive when the device's reports do not move.
         """
-        record = self.record
+        record = self._record
         moved = False
         served = self._source.bytes_served()
         if served is not None and served > self._served_bytes:
@@ -726,7 +417,7 @@ class UpdateJob:
             best = min(best, record.size)
         if best <= record.bytes_written:
             return moved
-        record.bytes_written = best
+        self._change(bytes_written=best)
         step = max(1, int(record.size * PROGRESS_NOTIFY_FRACTION))
         if (
             best - self._notified_bytes >= step
@@ -736,18 +427,19 @@ class UpdateJob:
         return True
 
     async def _stalled(self) -> None:
-        record = self.record
-        _LOGGER.debug("%s: no progress for %g s; aborting", record.mac, self._timeouts.stall_s)
+        mac = self._record.mac
+        _LOGGER.debug("%s: no progress for %g s; aborting", mac, self._timeouts.stall_s)
         until = self._clock() + self._last_attempt_s
         try:
-            await self._bounded(self._client.abort_ota(), until)
+            await self._waits.bounded(self._client.abort_ota(), until)
         except DeviceRefusedError:
             # Nothing to abort: it moved on (verifying, rebooting) or ended just now.
-            await self._on_status(await self._status_until(until))
-            if record.step is not UpdateStep.DOWNLOADING:
+            await self._on_status(await self._waits.status_until(until))
+            if self._record.step is not UpdateStep.DOWNLOADING:
                 return
         except DeviceUnreachableError as err:
-            _LOGGER.debug("%s: abort did not reach the device: %s", record.mac, err)
+            _LOGGER.debug("%s: abort did not reach the device: %s", mac, err)
+        record = self._record
         self._end_failed(
             FailureReason.STALLED,
             None,
@@ -759,17 +451,17 @@ class UpdateJob:
 
     async def _wait_back(self) -> None:
         """REBOOTING: poll until the device answers again, at most reboot_s."""
-        record = self.record
-        deadline = record.step_since + self._timeouts.reboot_s
+        ota_id = self._record.ota_id
+        deadline = self._record.step_since + self._timeouts.reboot_s
         while True:
             try:
-                info = await self._bounded(self._client.info(), deadline)
+                info = await self._waits.bounded(self._client.info(), deadline)
             except DeviceUnreachableError:
                 info = None  # rebooting: expected
             if info is not None:
                 last = info.last_ota
-                if last.ota_id != record.ota_id or last.state is not OtaState.REBOOTING:
-                    if last.ota_id == record.ota_id and last.state in _RUNNING:
+                if last.ota_id != ota_id or last.state is not OtaState.REBOOTING:
+                    if last.ota_id == ota_id and last.state in _RUNNING:
                         self._set_step(UpdateStep.DOWNLOADING)  # not rebooting after all
                     else:
                         self._settle(info)
@@ -781,15 +473,14 @@ class UpdateJob:
                     None,
                     f"not back within {self._timeouts.reboot_s:g} s after rebooting",
                 )
-            await self._pause(deadline)
+            await self._waits.pause(deadline)
 
     async def _confirm(self) -> None:
         """CONFIRMING: confirm the new image, then read it valid."""
-        record = self.record
-        deadline = record.step_since + self._timeouts.confirm_s
+        deadline = self._record.step_since + self._timeouts.confirm_s
         confirmed = False
         while True:
-            verdict = self._verdict(await self._info_until(deadline))
+            verdict = device_verdict(self._record, await self._waits.info_until(deadline))
             if verdict.step is not UpdateStep.CONFIRMING:
                 self._apply(verdict)
                 return
@@ -800,202 +491,82 @@ class UpdateJob:
                     "the image is still pending_verify after the confirm",
                 )
             try:
-                await self._bounded(self._client.confirm(), deadline)
+                await self._waits.bounded(self._client.confirm(), deadline)
                 confirmed = True
             except DeviceRefusedError as err:
                 self._end_failed(FailureReason.CONFIRM_FAILED, err.error, err.message)
             except DeviceUnreachableError:
                 if self._clock() >= deadline:
                     raise
-                await self._pause(deadline)
+                await self._waits.pause(deadline)
 
     def _settle(self, info: DeviceInfo) -> None:
-        self._apply(self._verdict(info))
-
-    def _verdict(self, info: DeviceInfo) -> _Verdict:
-        """What the device's state says about this job (after its reboot, or resumed)."""
-        record = self.record
-        last = info.last_ota
-        ours = record.ota_id is not None and last.ota_id == record.ota_id
-        if ours and last.state in (OtaState.FAILED, OtaState.ABORTED):
-            return _Verdict(
-                UpdateStep.FAILED,
-                FailureReason.DOWNLOAD_FAILED,
-                last.error or last.state.value,
-                last.message,
-            )
-        if info.version == record.to_version:
-            return self._verdict_on_target(info)
-        rolled_from = info.last_invalid_partition
-        if rolled_from is not None and rolled_from not in (
-            info.running_partition,
-            record.from_partition,
-        ):
-            return _Verdict(
-                UpdateStep.ROLLED_BACK,
-                FailureReason.ROLLED_BACK,
-                None,
-                f"the bootloader rolled back from {rolled_from}; {info.version} runs from "
-                f"{info.running_partition}",
-            )
-        if not ours:
-            return _Verdict(
-                UpdateStep.FAILED,
-                FailureReason.INTERRUPTED,
-                None,
-                f"the device shows no trace of OTA {record.ota_id} and runs {info.version}",
-            )
-        return _Verdict(
-            UpdateStep.FAILED,
-            FailureReason.WRONG_FIRMWARE,
-            None,
-            f"runs {info.version} from {info.running_partition}, not {record.to_version}",
-        )
-
-    def _verdict_on_target(self, info: DeviceInfo) -> _Verdict:
-        """The device runs the target version: is it what was sent, and confirmed?"""
-        record = self.record
-        wrong = []
-        if record.app_elf_sha256 and info.app_elf_sha256.lower() != record.app_elf_sha256:
-            wrong.append(f"app_elf_sha256 {info.app_elf_sha256}, not {record.app_elf_sha256}")
-        if record.from_partition and info.running_partition == record.from_partition:
-            wrong.append(f"still running from {info.running_partition}")
-        if wrong:
-            return _Verdict(
-                UpdateStep.FAILED,
-                FailureReason.WRONG_FIRMWARE,
-                None,
-                f"runs {info.version} but " + "; ".join(wrong),
-            )
-        if info.image_state is ImageState.PENDING_VERIFY:
-            return _Verdict(UpdateStep.CONFIRMING)
-        if info.image_state in (ImageState.VALID, ImageState.UNDEFINED):
-            # UNDEFINED: a firmware without rollback, nothing to confirm.
-            return _Verdict(UpdateStep.SUCCEEDED)
-        return _Verdict(
-            UpdateStep.FAILED,
-            FailureReason.CONFIRM_FAILED,
-            None,
-            f"runs {info.version} in image_state {info.image_state}",
-        )
-
-    # --- the bound of the whole job --------------------------------------------------------
+        self._apply(device_verdict(self._record, info))
 
     async def _timed_out(self) -> None:
         """total_s passed: one last look at the device (confirm_s at most), then TIMED_OUT
         unless it shows the job done; a download still running is aborted."""
-        record = self.record
+        record = self._record  # changed only by the verdict at the end
         message = f"the update did not finish within {self._timeouts.total_s:g} s"
         if record.start_sent:
             try:
                 async with asyncio.timeout(self._timeouts.confirm_s):
                     info = await self._client.info()
-                    verdict = self._verdict(info)
+                    verdict = device_verdict(record, info)
                     if verdict.step is UpdateStep.CONFIRMING:
                         await self._client.confirm()
-                        verdict = self._verdict(await self._client.info())
+                        verdict = device_verdict(record, await self._client.info())
                     if verdict.step in (UpdateStep.SUCCEEDED, UpdateStep.ROLLED_BACK):
                         self._apply(verdict)
                         return
                     last = info.last_ota
                     ours = last.ota_id == record.ota_id or (
-                        record.ota_id is None and self._adoptable(last)
+                        record.ota_id is None and adoptable(record, last)
                     )
                     if ours and last.state in _ABORTABLE:
                         await self._client.abort_ota()
                         message += "; the download was aborted"
             except (EspOtaError, TimeoutError) as err:
                 _LOGGER.debug("%s: last look after the timeout failed: %s", record.mac, err)
-        self._apply(_Verdict(UpdateStep.FAILED, FailureReason.TIMED_OUT, None, message))
+        self._apply(Verdict(UpdateStep.FAILED, FailureReason.TIMED_OUT, None, message))
 
-    # --- helpers ---------------------------------------------------------------------------
+    # --- the record ------------------------------------------------------------------------
 
-    async def _bounded[T](self, request: Awaitable[T], until: float) -> T:
-        """Await a device request until `until` (one last attempt's time at least)."""
-        limit = max(until - self._clock(), self._last_attempt_s)
-        try:
-            async with asyncio.timeout(limit):
-                return await request
-        except TimeoutError as err:
-            raise DeviceTimeoutError(f"{self.record.mac} did not answer in time") from err
-
-    async def _status_until(self, deadline: float) -> OtaStatus:
-        """GET /ota, retried while unreachable until `deadline`."""
-        while True:
-            try:
-                return await self._bounded(self._client.ota_status(), deadline)
-            except DeviceUnreachableError:
-                if self._clock() >= deadline:
-                    raise
-            await self._pause(deadline)
-
-    async def _info_until(self, deadline: float) -> DeviceInfo:
-        """GET /info, retried while unreachable until `deadline`."""
-        while True:
-            try:
-                return await self._bounded(self._client.info(), deadline)
-            except DeviceUnreachableError:
-                if self._clock() >= deadline:
-                    raise
-            await self._pause(deadline)
-
-    async def _pause(self, deadline: float) -> None:
-        """Sleep poll_s, or until the deadline if that comes first."""
-        await asyncio.sleep(max(0.0, min(self._timeouts.poll_s, deadline - self._clock())))
+    def _change(self, **changes: Any) -> None:
+        """Replace the record by a copy with `changes` (stored by the next _notify)."""
+        self._record = replace(self._record, **changes)
 
     def _set_step(self, step: UpdateStep) -> bool:
         """Enter `step` (stored through on_change); False if the job was there already."""
-        record = self.record
+        record = self._record
         if record.step is step:
             return False
         _LOGGER.debug(
             "%s: update to %s: %s -> %s", record.mac, record.to_version, record.step, step
         )
-        record.step = step
-        record.step_since = self._clock()
+        self._change(step=step, step_since=self._clock())
         self._notify()
         return True
 
-    def _apply(self, verdict: _Verdict) -> None:
-        record = self.record
+    def _apply(self, verdict: Verdict) -> None:
         if verdict.step.finished:
-            record.reason, record.error, record.message = (
-                verdict.reason,
-                verdict.error,
-                verdict.message,
-            )
+            self._change(reason=verdict.reason, error=verdict.error, message=verdict.message)
         self._set_step(verdict.step)
 
     def _end_failed(
         self, reason: FailureReason, error: str | None, message: str | None
     ) -> NoReturn:
         """Fail the job and leave the step (raises _JobEndedError)."""
-        self._apply(_Verdict(UpdateStep.FAILED, reason, error, message))
+        self._apply(Verdict(UpdateStep.FAILED, reason, error, message))
         raise _JobEndedError
 
-    def _fail_from_error(self, err: EspOtaError) -> None:
-        """A device error no step turned into a verdict."""
-        if isinstance(err, DeviceUnauthorizedError):
-            verdict = _Verdict(
-                UpdateStep.FAILED, FailureReason.DEVICE_REFUSED, "HTTPD_401_UNAUTHORIZED", str(err)
-            )
-        elif isinstance(err, DeviceRefusedError):
-            verdict = _Verdict(
-                UpdateStep.FAILED, FailureReason.DEVICE_REFUSED, err.error, err.message
-            )
-        else:  # unreachable, timeouts, certificate mismatch, protocol violations
-            verdict = _Verdict(
-                UpdateStep.FAILED, FailureReason.DEVICE_UNREACHABLE, type(err).__name__, str(err)
-            )
-        self._apply(verdict)
-
     def _notify(self) -> None:
-        self._notified_bytes = self.record.bytes_written
+        self._notified_bytes = self._record.bytes_written
         self._notified_at = self._clock()
-        self._on_change(self.record)
+        self._on_change(self._record)
 
     def _log_result(self) -> None:
-        record = self.record
+        record = self._record
         if record.step is UpdateStep.SUCCEEDED:
             _LOGGER.info(
                 "%s: updated from %s to %s", record.mac, record.from_version, record.to_version
