@@ -10,6 +10,7 @@ import runpy
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,98 @@ def test_importing_main_module_runs_nothing() -> None:
     module = importlib.import_module(name)
     assert module.main is main
     del sys.modules[name]  # runpy warns about a __main__ it finds already imported
+
+
+# The `espota` console script (pyproject.toml's [project.scripts]) that script/bootstrap's
+# editable install puts beside this venv's python; it imports the library as `espota`.
+ESPOTA_SCRIPT = Path(sys.executable).parent / "espota"
+LIBRARY_DIR = REPO_ROOT / "custom_components" / "esp_ota" / "espota"
+needs_console_script = pytest.mark.skipif(
+    not ESPOTA_SCRIPT.is_file(),
+    reason=f"no `espota` console script at {ESPOTA_SCRIPT}: this venv was made before "
+    "pyproject.toml declared it; run script/bootstrap (or `pip install --no-deps -e .`)",
+)
+
+
+def run_console_script(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed `espota` as a real process, away from the repository root."""
+    return subprocess.run(
+        [str(ESPOTA_SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+@needs_console_script
+def test_console_script_help(tmp_path: Path) -> None:
+    """`espota --help` works from any directory and lists every command."""
+    result = run_console_script("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: espota ")
+    for command in ("keygen", "publish", "verify", "inspect", "select", "build-image"):
+        assert command in result.stdout
+
+
+@needs_console_script
+def test_console_script_round_trip(tmp_path: Path) -> None:
+    """keygen, build-image, publish (signed), verify and inspect through the installed
+    command, each a process with exit code 0; a refused input exits 1."""
+    steps = [
+        ("keygen", "--out", "keys"),
+        ("build-image", "--out", "fw/garden.bin", "--project", "garden", "--version", "1.2.0",
+         "--chip", "esp32c3", "--size", "8192"),
+        ("publish", "--out", "public/feed.json", "--key", "keys/feed.key", "fw/garden.bin"),
+        ("verify", "public/feed.json", "--public-key", "keys/feed.pub"),
+        ("inspect", "fw/garden.bin"),
+    ]  # fmt: skip
+    outputs = []
+    for argv in steps:
+        result = run_console_script(*argv, cwd=tmp_path)
+        assert result.returncode == 0, (argv, result.stderr)
+        outputs.append(result.stdout)
+    assert stat.S_IMODE((tmp_path / "keys" / "feed.key").stat().st_mode) == 0o600
+    assert "signed: public/feed.json.sig" in outputs[2]
+    assert "signature: valid" in outputs[3]
+    assert "  garden 1.2.0 esp32c3 [stable]" in outputs[3]
+    assert "version:" in outputs[4]
+    feed = parse_feed((tmp_path / "public" / "feed.json").read_bytes(), feed_url="file:///f")
+    assert [(r.project, r.version, r.chip) for r in feed.releases] == [
+        ("garden", "1.2.0", "esp32c3")
+    ]
+
+    refused = run_console_script("inspect", "keys/feed.pub", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("espota inspect: error: keys/feed.pub: not a valid")
+
+
+@needs_console_script
+def test_installed_library_imports_no_home_assistant(tmp_path: Path) -> None:
+    """`import espota.cli` (what the console script runs) loads no homeassistant module and
+    not the integration, and is this checkout's library (editable: edits are seen)."""
+    program = textwrap.dedent(
+        """
+        import sys
+        import espota.cli
+        print(espota.cli.__file__)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in
+                     {"homeassistant", "custom_components"}))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,  # the repository root is not on sys.path here
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    module_file, loaded = result.stdout.splitlines()
+    assert loaded == "[]"
+    assert Path(module_file).resolve() == LIBRARY_DIR / "cli.py"
 
 
 def test_select(tmp_path: Path) -> None:

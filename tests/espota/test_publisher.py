@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from custom_components.esp_ota.espota.errors import PublishError
 from custom_components.esp_ota.espota.feed import Channel, parse_feed
 from custom_components.esp_ota.espota.feed_signing import (
     generate_signing_key,
@@ -23,7 +24,7 @@ from custom_components.esp_ota.espota.image_builder import (
     build_app_image,
     build_broken_image,
 )
-from custom_components.esp_ota.espota.publisher import PublishError, publish, read_image
+from custom_components.esp_ota.espota.publisher import publish, read_image
 
 WHEN = datetime(2026, 11, 25, 10, 30, tzinfo=UTC)
 FEED_URL = "https://fw.example.com/garden/feed.json"

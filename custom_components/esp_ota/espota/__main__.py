@@ -1,4 +1,5 @@
-"""`python -m custom_components.esp_ota.espota`: the library's command line."""
+"""`python -m custom_components.esp_ota.espota` (or `python -m espota` where it is installed):
+the library's command line, as the `espota` console script runs it."""
 
 from .cli import main
 

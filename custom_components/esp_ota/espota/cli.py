@@ -1,11 +1,15 @@
 """The espota command line: keys, feeds and images.
 
-    python -m custom_components.esp_ota.espota keygen --out keys/
-    python -m custom_components.esp_ota.espota publish --out feed.json [--key K] app.bin ...
-    python -m custom_components.esp_ota.espota verify feed.json --public-key keys/feed.pub
-    python -m custom_components.esp_ota.espota inspect app.bin [--json]
-    python -m custom_components.esp_ota.espota select feed.json --project P --chip esp32 ...
-    python -m custom_components.esp_ota.espota build-image --version 1.2.0 --out app.bin
+    espota keygen --out keys/
+    espota publish --out feed.json [--key K] app.bin ...
+    espota verify feed.json --public-key keys/feed.pub
+    espota inspect app.bin [--json]
+    espota select feed.json --project P --chip esp32 ...
+    espota build-image --version 1.2.0 --out app.bin
+
+`espota` is the console script pyproject.toml installs (``espota.cli:main``, the library
+under its own import name, without Home Assistant); from the repository root
+``python -m custom_components.esp_ota.espota`` runs the same main().
 
 Results go to standard output, errors to standard error as ``espota <command>: error:
 <what and why>``. Exit codes: 0 success, 1 the input was refused or a file could not be
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from .chips import format_chip_revision, parse_chip_revision
-from .errors import EspOtaError, ImageError
+from .errors import CommandError, EspOtaError, ImageError
 from .feed import Channel, parse_feed
 from .feed_signing import (
     SIGNATURE_SUFFIX,
@@ -53,10 +57,6 @@ EXIT_INTERRUPTED: Final = 130
 # esp_image_header_t.spi_mode and the high nibble of byte 3 (esp_app_format.h).
 _SPI_MODES: Final = {0: "QIO", 1: "QOUT", 2: "DIO", 3: "DOUT", 4: "FAST_READ", 5: "SLOW_READ"}
 _FLASH_SIZES: Final = {size: f"{1 << size}MB" for size in range(8)}  # 0 = 1MB .. 7 = 128MB
-
-
-class CommandError(EspOtaError):
-    """A command cannot do what was asked; the message says why."""
 
 
 def _keygen(args: argparse.Namespace, out: TextIO) -> int:
@@ -301,7 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run one command and return its exit code; errors are printed on stderr."""
+    """Run one command and return its exit code; errors are printed on stderr.
+
+    Called without arguments by the `espota` console script, which exits with the code.
+    """
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as leaving:  # --help (0) or a usage error (2), already printed

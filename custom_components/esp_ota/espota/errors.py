@@ -167,3 +167,21 @@ class DeviceRefusedError(DeviceError):
 
 class DeviceBusyError(DeviceRefusedError):
     """An OTA is already running on the device (ESP_ERR_INVALID_STATE)."""
+
+
+# --- the command line and the publisher -----------------------------------------------
+
+
+class PublishError(EspOtaError):
+    """A feed cannot be published; the message names the file and why."""
+
+
+class CommandError(EspOtaError):
+    """A command of the `espota` command line cannot do what was asked; the message says why."""
+
+
+# --- update jobs ----------------------------------------------------------------------
+
+
+class UpdateJobRecordError(EspOtaError):
+    """A stored update job record is not one: the message names the field and why."""

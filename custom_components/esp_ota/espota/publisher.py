@@ -26,17 +26,13 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .chips import CHIP_IDS, format_chip_revision, normalize_chip_name
-from .errors import EspOtaError, FeedError, ImageError
+from .errors import FeedError, ImageError, PublishError
 from .feed import FEED_FORMAT, FEED_FORMAT_VERSION, Channel, FeedKind, parse_feed
 from .feed_signing import SIGNATURE_SUFFIX, sign_feed
 from .image import CHIP_REV_UNSET, RECOMMENDED_CHUNK_SIZE, ImageInfo, StreamingImageVerifier
 from .versions import FirmwareVersion
 
-__all__ = ["PublishError", "PublishedFeed", "publish", "read_image", "release_entry"]
-
-
-class PublishError(EspOtaError):
-    """A feed cannot be published; the message names the file and why."""
+__all__ = ["PublishedFeed", "publish", "read_image", "release_entry"]
 
 
 @dataclass(frozen=True, slots=True)
