@@ -94,9 +94,10 @@ from custom_components.esp_ota.espota.certificates import make_server_certificat
 from custom_components.esp_ota.espota.device_client import DeviceClient
 from custom_components.esp_ota.espota.errors import DeviceError
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.protocol import OtaState
 from custom_components.esp_ota.firmware import FIRMWARE_SERVICE
 from simulator.fleet import Fleet, FleetDevice, FleetOptions
-from simulator.model import OtaRequest, OtaState
+from simulator.model import OtaRequest
 from simulator.pace import Pace
 from simulator.partitions import PartitionScheme
 
@@ -506,9 +507,9 @@ def served_by_home_assistant(hass: HomeAssistant, entries: list[MockConfigEntry]
         server = service.server if service is not None else None
         out: list[int | None] = []
         for entry in entries:
-            record = entry.runtime_data.installer.record
-            token = (record.download or {}).get("token") if record is not None else None
-            if server is None or not isinstance(token, str):
+            record = entry.runtime_data.device.data.job
+            token = record.download.token if record and record.download else None
+            if server is None or token is None:
                 out.append(None)
             else:
                 out.append(server.bytes_served(token))

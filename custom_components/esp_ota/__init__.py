@@ -6,10 +6,14 @@ The device, image, feed and transport logic lives in the Home Assistant free
 
 from __future__ import annotations
 
+from functools import partial
+
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.device_registry import DeviceEntry
+from homeassistant.helpers.typing import ConfigType
 
 from .const import (
     CONF_FEED_PUBLIC_KEY,
@@ -18,54 +22,82 @@ from .const import (
     DEFAULT_MAX_PARALLEL_INSTALLS,
     DOMAIN,
 )
-from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, EspOtaRuntimeData
+from .coordinator import EspOtaDeviceCoordinator
 from .devices import async_remove_stale_devices, is_live_device
 from .espota.feed import Release
-from .feed_coordinator import (
-    FeedCoordinator,
-    async_acquire_feed_coordinator,
-    async_release_feed_coordinator,
-)
-from .firmware import async_acquire_firmware_service, async_release_firmware_service
+from .feed_coordinator import FEED_COORDINATORS, FeedCoordinator, FeedCoordinators
+from .firmware import FIRMWARE_SERVICE, FirmwareService
 from .helpers import client_from_data
 from .installer import DeviceInstaller
+from .runtime import EspOtaConfigEntry, EspOtaRuntimeData
 
 PLATFORMS: list[Platform] = [Platform.SENSOR, Platform.UPDATE]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Make what every entry shares, once: the firmware service and the feed coordinators."""
+    await async_setup_shared(hass)
+    return True
+
+
+async def async_setup_shared(hass: HomeAssistant) -> None:
+    """The shared services, the stored update jobs read (also a restart's, in tests)."""
+    service = FirmwareService(hass)
+    await service.async_load()
+    hass.data[FIRMWARE_SERVICE] = service
+    hass.data[FEED_COORDINATORS] = FeedCoordinators(hass)
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
     """Connect to the device, join its feed, resume an interrupted install, follow events."""
-    coordinator = EspOtaDeviceCoordinator(hass, entry, client_from_data(hass, dict(entry.data)))
+    service = hass.data[FIRMWARE_SERVICE]
+    client = client_from_data(hass, dict(entry.data))
+    coordinator = EspOtaDeviceCoordinator(
+        hass, entry, client, stored_job=service.jobs.get(entry.unique_id or "")
+    )
     await coordinator.async_config_entry_first_refresh()
     async_remove_stale_devices(hass, entry)
-    feed = None
-    feed_url = entry.options.get(CONF_FEED_URL)
-    # Read once: at unload the options may already hold a new key (an options change
-    # reloads the entry), and the coordinator to release is the one acquired here.
-    public_key = entry.options.get(CONF_FEED_PUBLIC_KEY) or None
-    if feed_url:
-        try:
-            feed = await async_acquire_feed_coordinator(hass, entry.entry_id, feed_url, public_key)
-        except ValueError as err:  # pragma: no cover - the options flow validates the key
-            raise ConfigEntryNotReady(
-                translation_domain=DOMAIN, translation_key="invalid_public_key"
-            ) from err
-        entry.async_on_unload(
-            lambda: async_release_feed_coordinator(hass, entry.entry_id, feed_url, public_key)
-        )
-    service = await async_acquire_firmware_service(hass, entry.entry_id)
-    service.queue.set_limit(
+    feed = await _async_join_feed(hass, entry)
+    service.add_user(
         entry.entry_id,
         int(entry.options.get(CONF_MAX_PARALLEL_INSTALLS, DEFAULT_MAX_PARALLEL_INSTALLS)),
     )
-    installer = DeviceInstaller(hass, entry, coordinator, service)
-    installer.set_release_lookup(lambda version, sha256: _find_release(feed, version, sha256))
-    coordinator.installer = installer
+    installer = DeviceInstaller(
+        hass,
+        entry,
+        coordinator,
+        client=client,
+        store=service.store,
+        queue=service.queue,
+        jobs=service.jobs,
+        server_for=service.async_server_for,
+        find_release=partial(_find_release, feed),
+    )
     entry.runtime_data = EspOtaRuntimeData(device=coordinator, feed=feed, installer=installer)
     coordinator.start_listening()
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     await installer.async_resume()
     return True
+
+
+async def _async_join_feed(hass: HomeAssistant, entry: EspOtaConfigEntry) -> FeedCoordinator | None:
+    """The shared coordinator of the entry's feed (None without one), left at unload."""
+    feed_url = entry.options.get(CONF_FEED_URL)
+    if not feed_url:
+        return None
+    # Read once: at unload the options may already hold a new key (an options change
+    # reloads the entry), and the coordinator to release is the one acquired here.
+    public_key = entry.options.get(CONF_FEED_PUBLIC_KEY) or None
+    feeds = hass.data[FEED_COORDINATORS]
+    try:
+        feed = await feeds.async_acquire(entry.entry_id, feed_url, public_key)
+    except ValueError as err:  # pragma: no cover - the options flow validates the key
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN, translation_key="invalid_public_key"
+        ) from err
+    entry.async_on_unload(partial(feeds.async_release, entry.entry_id, feed_url, public_key))
+    return feed
 
 
 def _find_release(feed: FeedCoordinator | None, version: str, sha256: str | None) -> Release | None:
@@ -81,12 +113,12 @@ def _find_release(feed: FeedCoordinator | None, version: str, sha256: str | None
 async def async_unload_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> bool:
     """Unload a config entry; a running install stays stored and resumes at the next setup.
 
-    The install is stopped (not ended) and stored before the shared firmware service
-    may close; the event listener is a background task of the entry."""
+    The install is stopped (not ended) and stored before the shared firmware server may
+    stop; the event listener is a background task of the entry."""
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
         await entry.runtime_data.installer.async_stop()
-        await async_release_firmware_service(hass, entry.entry_id)
+        await hass.data[FIRMWARE_SERVICE].async_remove_user(entry.entry_id)
     return unloaded
 
 

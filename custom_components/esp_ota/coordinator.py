@@ -1,17 +1,22 @@
-"""The device coordinator: pushed by the device's event stream, polled as a fallback."""
+"""The device coordinator: pushed by the device's event stream, polled as a fallback.
+
+Its data, a DeviceState, is the whole truth the device's entities read: the device's last
+report, what its events said since, and our install's record. Each change replaces it.
+The installer publishes its job's records here (publish_job); the coordinator knows
+nothing of the installer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from typing import Final
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.core import HomeAssistant
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
@@ -19,56 +24,36 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, Upda
 from .const import DEVICE_POLL_INTERVAL, DOMAIN
 from .espota.device_client import DeviceClient
 from .espota.errors import CertificateMismatchError, DeviceError, DeviceUnauthorizedError
+from .espota.job_record import UpdateJobRecord, UpdateStep
 from .espota.protocol import DeviceEvent, DeviceInfo, EventType, OtaState
-from .espota.update_job import UpdateJobRecord
-from .feed_coordinator import FeedCoordinator
-
-if TYPE_CHECKING:
-    from .installer import DeviceInstaller
 
 _LOGGER = logging.getLogger(__name__)
 
-
-class OtaPhase(StrEnum):
-    """What the OTA state sensor shows (translated); past idle, the update job's steps."""
-
-    IDLE = "idle"
-    QUEUED = "queued"
-    PREPARING = "preparing"
-    STARTING = "starting"
-    DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    REBOOTING = "rebooting"
-    CONFIRMING = "confirming"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    ROLLED_BACK = "rolled_back"
-
-
-# The device's job states, as the sensor shows them.
-_PHASE_OF_STATE: dict[OtaState, OtaPhase] = {
-    OtaState.IDLE: OtaPhase.IDLE,
-    OtaState.CONNECTING: OtaPhase.DOWNLOADING,
-    OtaState.DOWNLOADING: OtaPhase.DOWNLOADING,
-    OtaState.VERIFYING: OtaPhase.VERIFYING,
-    OtaState.REBOOTING: OtaPhase.REBOOTING,
-    OtaState.SUCCEEDED: OtaPhase.SUCCEEDED,
-    OtaState.FAILED: OtaPhase.FAILED,
-    OtaState.ABORTED: OtaPhase.FAILED,
+# The device's job states, as the steps the entities show.
+_STEP_OF_STATE: Final[dict[OtaState, UpdateStep]] = {
+    OtaState.IDLE: UpdateStep.IDLE,
+    OtaState.CONNECTING: UpdateStep.DOWNLOADING,
+    OtaState.DOWNLOADING: UpdateStep.DOWNLOADING,
+    OtaState.VERIFYING: UpdateStep.VERIFYING,
+    OtaState.REBOOTING: UpdateStep.REBOOTING,
+    OtaState.SUCCEEDED: UpdateStep.SUCCEEDED,
+    OtaState.FAILED: UpdateStep.FAILED,
+    OtaState.ABORTED: UpdateStep.FAILED,
 }
 # Progress events rewrite the entities at most this often (unless the percentage moves).
-PROGRESS_WRITE_S = 1.0
+PROGRESS_WRITE_S: Final = 1.0
 # Events that end a phase: read the device's full state afterwards.
-_REFRESH_AFTER: frozenset[EventType] = frozenset(
+_REFRESH_AFTER: Final = frozenset(
     {EventType.FINISH, EventType.ABORT, EventType.UPDATE_BOOT_PARTITION}
 )
+_STREAMING: Final = frozenset({UpdateStep.DOWNLOADING, UpdateStep.VERIFYING})
 
 
-@dataclass
-class OtaProgress:
-    """The live view of a running update, kept from pushed events."""
+@dataclass(frozen=True, slots=True)
+class LiveOta:
+    """The device's OTA as it reported and pushed it (whoever started it)."""
 
-    phase: OtaPhase = OtaPhase.IDLE
+    step: UpdateStep = UpdateStep.IDLE
     bytes_written: int = 0
     image_size: int | None = None
     error: str | None = None
@@ -81,32 +66,83 @@ class OtaProgress:
         return round(min(100.0, 100.0 * self.bytes_written / self.image_size), 1)
 
 
-@dataclass
-class EspOtaRuntimeData:
-    """What a loaded entry holds."""
-
-    device: EspOtaDeviceCoordinator
-    feed: FeedCoordinator | None
-    installer: DeviceInstaller
-
-
-type EspOtaConfigEntry = ConfigEntry[EspOtaRuntimeData]
-
-
-def phase_of(info: DeviceInfo) -> OtaPhase:
-    """The phase a device's own report implies (no live events needed)."""
+def live_ota_of(info: DeviceInfo) -> LiveOta:
+    """The OTA a device's own report implies (no live events needed)."""
     last = info.last_ota
+    step = _STEP_OF_STATE[last.state]
     if last.state is OtaState.SUCCEEDED and last.target_version not in (None, info.version):
-        return OtaPhase.ROLLED_BACK  # it switched, then the bootloader switched back
-    return _PHASE_OF_STATE[last.state]
+        step = UpdateStep.ROLLED_BACK  # it switched, then the bootloader switched back
+    return LiveOta(step, last.bytes_written, last.image_size, last.error)
 
 
-class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """What one device's entities show: replaced at every change, never changed."""
+
+    info: DeviceInfo  # the device's last report
+    live: LiveOta  # its OTA, from that report and the events pushed since
+    last_event: DeviceEvent | None = None
+    job: UpdateJobRecord | None = None  # our install's record: the running one, or the last
+    installing: bool = False  # our install is queued or running
+
+    @property
+    def shown_job(self) -> UpdateJobRecord | None:
+        """The install's record while it runs, or its end if the device shows no newer OTA."""
+        job = self.job
+        if job is None or self.installing or job.ota_id in (None, self.info.last_ota.ota_id):
+            return job
+        return None
+
+    @property
+    def step(self) -> UpdateStep:
+        """Where the device's update is: the install's step, else the device's own report."""
+        job = self.shown_job
+        return job.step if job is not None else self.live.step
+
+    @property
+    def percentage(self) -> float | None:
+        """How far the download is, 0-100."""
+        job = self.shown_job
+        if job is not None and self.installing:
+            return job.percentage
+        return self.live.percentage
+
+    @property
+    def error(self) -> str | None:
+        """Why the last update failed (ESP-IDF's error name, or the install's reason)."""
+        job = self.shown_job
+        if job is None:
+            return self.live.error
+        if job.reason is None:
+            return None
+        return job.error or job.reason.value
+
+    @property
+    def installed_version(self) -> str:
+        """What the device runs; during an install, what it ran (until the new is verified)."""
+        if self.installing and self.job is not None:
+            return self.job.from_version
+        return self.info.version
+
+    @property
+    def device_may_be_away(self) -> bool:
+        """An install is under way and has not ended: the device going away is its business
+        (its reboot; the job decides, within its bounds, what an absence means)."""
+        return self.installing and self.job is not None and not self.job.finished
+
+
+class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
     """Keeps one device's state: events pushed by the device, polling when they stop."""
 
-    config_entry: EspOtaConfigEntry
+    config_entry: ConfigEntry
 
-    def __init__(self, hass: HomeAssistant, entry: EspOtaConfigEntry, client: DeviceClient) -> None:
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: ConfigEntry,
+        client: DeviceClient,
+        stored_job: UpdateJobRecord | None = None,
+    ) -> None:
         super().__init__(
             hass,
             _LOGGER,
@@ -115,10 +151,9 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
             update_interval=DEVICE_POLL_INTERVAL,
         )
         self.client = client
-        self.progress = OtaProgress()
-        self.last_event: DeviceEvent | None = None
-        self.installer: DeviceInstaller | None = None  # set once the entry has one
+        self._stored_job = stored_job  # until the first report makes the first state
         self._taps: set[asyncio.Queue[DeviceEvent]] = set()
+        self._progress_listeners: list[CALLBACK_TYPE] = []
         self._progress_written_at = 0.0
         self._listener: asyncio.Task[None] | None = None
 
@@ -127,7 +162,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         """The repair issue raised when the device's certificate changes."""
         return f"certificate_mismatch_{self.config_entry.entry_id}"
 
-    async def _async_update_data(self) -> DeviceInfo:
+    async def _async_update_data(self) -> DeviceState:
         try:
             info = await self.client.info()
         except DeviceUnauthorizedError as err:
@@ -154,7 +189,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                 translation_placeholders={"host": self.client.host},
             ) from err
         except DeviceError as err:
-            if self.data is not None and self.installer and self.installer.device_may_be_away:
+            if self.data is not None and self.data.device_may_be_away:
                 # During an install the device goes away on purpose (its reboot; verifying
                 # may already have ended it): the job decides, within its bounds, what
                 # that means; meanwhile the entities stay as they were.
@@ -165,48 +200,31 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
                 translation_placeholders={"host": self.client.host, "error": str(err)},
             ) from err
         ir.async_delete_issue(self.hass, DOMAIN, self.certificate_issue_id)
-        if self.progress.phase not in (OtaPhase.DOWNLOADING, OtaPhase.VERIFYING):
-            self.progress = OtaProgress(
-                phase=phase_of(info),
-                bytes_written=info.last_ota.bytes_written,
-                image_size=info.last_ota.image_size,
-                error=info.last_ota.error,
-            )
-        return info
+        state: DeviceState | None = self.data  # None until the first refresh
+        if state is None:
+            return DeviceState(info=info, live=live_ota_of(info), job=self._stored_job)
+        # A download's live progress comes from its events: a poll does not replace it.
+        live = state.live if state.live.step in _STREAMING else live_ota_of(info)
+        return replace(state, info=info, live=live)
 
-    def _job_record(self) -> UpdateJobRecord | None:
-        """The install's record while it runs, or its end if the device shows no newer OTA."""
-        installer = self.installer
-        record = installer.record if installer else None
-        if record is None or installer is None:
-            return None
-        if installer.in_progress or record.ota_id in (None, self.data.last_ota.ota_id):
-            return record
-        return None
+    @callback
+    def publish_job(self, job: UpdateJobRecord, *, installing: bool, progress_only: bool) -> None:
+        """The installer's new record (and whether its install runs): the entities see it.
 
-    @property
-    def phase(self) -> OtaPhase:
-        """Where the device's update is: the install's step, else the device's own report."""
-        record = self._job_record()
-        return OtaPhase(record.step.value) if record else self.progress.phase
+        A move of the download's progress rewrites only what shows progress (50 devices
+        at 1 % steps would be thousands of state writes); any other change, every entity."""
+        self.data = replace(self.data, job=job, installing=installing)
+        if progress_only:
+            for listener in list(self._progress_listeners):
+                listener()
+        else:
+            self.async_update_listeners()
 
-    @property
-    def percentage(self) -> float | None:
-        """How far the download is, 0-100."""
-        record = self._job_record()
-        if record is not None and self.installer and self.installer.in_progress:
-            return record.percentage
-        return self.progress.percentage
-
-    @property
-    def error(self) -> str | None:
-        """Why the last update failed (ESP-IDF's error name, or the install's reason)."""
-        record = self._job_record()
-        if record is None:
-            return self.progress.error
-        if record.reason is None:
-            return None
-        return record.error or record.reason.value
+    @callback
+    def async_add_progress_listener(self, listener: CALLBACK_TYPE) -> Callable[[], None]:
+        """Call `listener` when only an install's progress moved; returns how to stop."""
+        self._progress_listeners.append(listener)
+        return lambda: self._progress_listeners.remove(listener)
 
     def start_listening(self) -> None:
         """Follow the device's event stream for as long as the entry is loaded."""
@@ -230,7 +248,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
     def _stream_reconnected(self) -> None:
         """The stream is back after a gap (a restart, the network): read the device now
         rather than at the next poll; an install reads it itself."""
-        if not self._installing:
+        if not self.data.installing:
             self.hass.async_create_task(self.async_request_refresh(), eager_start=True)
 
     async def events(self) -> AsyncIterator[DeviceEvent]:
@@ -244,50 +262,51 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceInfo]):
         finally:
             self._taps.discard(tap)
 
-    @property
-    def _installing(self) -> bool:
-        return self.installer is not None and self.installer.in_progress
-
     def handle_event(self, event: DeviceEvent) -> None:
-        """Fold one pushed event into the live progress."""
-        self.last_event = event
-        progress = self.progress
+        """Fold one pushed event into the live OTA."""
+        state = self.data
+        live = state.live
         match event.type:
             case EventType.START | EventType.CONNECTED:
-                self.progress = OtaProgress(phase=OtaPhase.DOWNLOADING)
+                live = LiveOta(step=UpdateStep.DOWNLOADING)
             case EventType.WRITE_FLASH:
-                shown = progress.percentage
-                progress.phase = OtaPhase.DOWNLOADING
-                progress.bytes_written = event.bytes_written or progress.bytes_written
-                progress.image_size = event.image_size or progress.image_size
-                if self._installing:
-                    return
-                # A device reports every 4 KiB: rewrite the entities when the whole
-                # percentage moves, or a second has passed, not hundreds of times.
-                now = time.monotonic()
-                if (
-                    shown is not None
-                    and progress.percentage is not None
-                    and int(shown) == int(progress.percentage)
-                    and now - self._progress_written_at < PROGRESS_WRITE_S
-                ):
-                    return
-                self._progress_written_at = now
+                live = replace(
+                    live,
+                    step=UpdateStep.DOWNLOADING,
+                    bytes_written=event.bytes_written or live.bytes_written,
+                    image_size=event.image_size or live.image_size,
+                )
             case EventType.UPDATE_BOOT_PARTITION:
-                progress.phase = OtaPhase.VERIFYING
+                live = replace(live, step=UpdateStep.VERIFYING)
             case EventType.FINISH if event.error:
-                progress.phase, progress.error = OtaPhase.FAILED, event.error
+                live = replace(live, step=UpdateStep.FAILED, error=event.error)
             case EventType.ABORT:
-                progress.phase, progress.error = OtaPhase.FAILED, event.error
-            case EventType.REBOOT:
-                if progress.phase is not OtaPhase.FAILED:
-                    progress.phase = OtaPhase.REBOOTING
+                live = replace(live, step=UpdateStep.FAILED, error=event.error)
+            case EventType.REBOOT if live.step is not UpdateStep.FAILED:
+                live = replace(live, step=UpdateStep.REBOOTING)
             case _:
                 pass
-        if self._installing:
-            # The install shows its own steps and progress, notifies at its pace, and
+        self.data = replace(state, live=live, last_event=event)
+        if state.installing:
+            # The install shows its own steps and progress, publishes at its pace, and
             # reads the device itself when its events say it is time.
+            return
+        if event.type is EventType.WRITE_FLASH and not self._progress_moved(state.live, live):
             return
         self.async_update_listeners()
         if event.type in _REFRESH_AFTER:
             self.hass.async_create_task(self.async_request_refresh(), eager_start=True)
+
+    def _progress_moved(self, before: LiveOta, after: LiveOta) -> bool:
+        """A device reports every 4 KiB: rewrite the entities when the whole percentage
+        moves, or a second has passed, not hundreds of times."""
+        now = time.monotonic()
+        if (
+            before.percentage is not None
+            and after.percentage is not None
+            and int(before.percentage) == int(after.percentage)
+            and now - self._progress_written_at < PROGRESS_WRITE_S
+        ):
+            return False
+        self._progress_written_at = now
+        return True

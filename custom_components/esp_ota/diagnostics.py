@@ -9,7 +9,7 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.core import HomeAssistant
 
 from .const import CONF_CERT_FINGERPRINT, CONF_FEED_PUBLIC_KEY, CONF_SECRET
-from .coordinator import EspOtaConfigEntry
+from .runtime import EspOtaConfigEntry
 
 TO_REDACT = {CONF_SECRET, CONF_CERT_FINGERPRINT, CONF_FEED_PUBLIC_KEY, "token", "headers"}
 
@@ -19,22 +19,20 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """The entry, the device's last report, the live progress and the feed's state."""
     runtime = entry.runtime_data
-    device = runtime.device
+    state = runtime.device.data
     feed = runtime.feed
     return {
         "entry": {
             "data": async_redact_data(dict(entry.data), TO_REDACT),
             "options": async_redact_data(dict(entry.options), TO_REDACT),
         },
-        "device": dataclasses.asdict(device.data) if device.data else None,
-        "progress": dataclasses.asdict(device.progress),
-        "last_event": dataclasses.asdict(device.last_event) if device.last_event else None,
+        "device": dataclasses.asdict(state.info),
+        "live": dataclasses.asdict(state.live),
+        "last_event": dataclasses.asdict(state.last_event) if state.last_event else None,
         "install": {
-            "in_progress": runtime.installer.in_progress,
+            "in_progress": state.installing,
             # The record keeps the device's download token: it goes as **REDACTED**.
-            "record": async_redact_data(runtime.installer.record.to_dict(), TO_REDACT)
-            if runtime.installer.record
-            else None,
+            "record": async_redact_data(state.job.to_dict(), TO_REDACT) if state.job else None,
         },
         "feed": None
         if feed is None

@@ -20,7 +20,7 @@ class EspOtaEntity(CoordinatorEntity[EspOtaDeviceCoordinator]):
         super().__init__(coordinator)
         entry = coordinator.config_entry
         mac = entry.data[CONF_MAC]
-        info = coordinator.data
+        info = coordinator.data.info
         self._attr_unique_id = f"{mac}_{key}"
         self._attr_device_info = DeviceInfo(
             identifiers={(DOMAIN, mac)},

@@ -9,7 +9,6 @@ failure, or at once for a bad signature; it clears itself when the feed recovers
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Final
 
@@ -32,7 +31,7 @@ FEED_UPDATE_INTERVAL: Final = timedelta(hours=1)
 # Failures in a row before a repair issue: a feed down for three hours is not a blip.
 FAILURES_BEFORE_REPAIR: Final = 3
 
-FEED_COORDINATORS: HassKey[FeedCoordinatorRegistry] = HassKey(f"{DOMAIN}_feeds")
+FEED_COORDINATORS: HassKey[FeedCoordinators] = HassKey(f"{DOMAIN}_feeds")
 
 
 class FeedCoordinator(DataUpdateCoordinator[Feed]):
@@ -108,43 +107,42 @@ class FeedCoordinator(DataUpdateCoordinator[Feed]):
         return self.data
 
 
-@dataclass
-class FeedCoordinatorRegistry:
-    """The shared coordinators, each with the entries that use it."""
+class FeedCoordinators:
+    """The shared feed coordinators, one per feed URL and key, each with the entries that
+    use it. One per Home Assistant, made when the integration is set up (async_setup)."""
 
-    coordinators: dict[tuple[str, str | None], FeedCoordinator] = field(default_factory=dict)
-    users: dict[tuple[str, str | None], set[str]] = field(default_factory=dict)
+    def __init__(self, hass: HomeAssistant) -> None:
+        self._hass = hass
+        self.coordinators: dict[tuple[str, str | None], FeedCoordinator] = {}
+        self._users: dict[tuple[str, str | None], set[str]] = {}
 
+    async def async_acquire(
+        self, entry_id: str, url: str, public_key_text: str | None
+    ) -> FeedCoordinator:
+        """The coordinator for this feed (and key), made and first refreshed on first use.
 
-async def async_acquire_feed_coordinator(
-    hass: HomeAssistant, entry_id: str, url: str, public_key_text: str | None
-) -> FeedCoordinator:
-    """The coordinator for this feed (and key), made and first refreshed on first use."""
-    registry = hass.data.setdefault(FEED_COORDINATORS, FeedCoordinatorRegistry())
-    key = (url, public_key_text)
-    coordinator = registry.coordinators.get(key)
-    if coordinator is None:
-        public_key = load_public_key(public_key_text) if public_key_text else None
-        coordinator = FeedCoordinator(hass, url, public_key)
-        registry.coordinators[key] = coordinator
-        await coordinator.async_refresh()
-    registry.users.setdefault(key, set()).add(entry_id)
-    return coordinator
+        Raises ValueError for a public key that is not one."""
+        key = (url, public_key_text)
+        coordinator = self.coordinators.get(key)
+        if coordinator is None:
+            public_key = load_public_key(public_key_text) if public_key_text else None
+            coordinator = FeedCoordinator(self._hass, url, public_key)
+            self.coordinators[key] = coordinator
+            await coordinator.async_refresh()
+        self._users.setdefault(key, set()).add(entry_id)
+        return coordinator
 
-
-@callback
-def async_release_feed_coordinator(
-    hass: HomeAssistant, entry_id: str, url: str, public_key_text: str | None
-) -> None:
-    """Forget an entry's use of a feed; the last user shuts the coordinator down."""
-    registry = hass.data.get(FEED_COORDINATORS)
-    key = (url, public_key_text)
-    if registry is None or key not in registry.users:
-        return
-    registry.users[key].discard(entry_id)
-    if registry.users[key]:
-        return
-    del registry.users[key]
-    coordinator = registry.coordinators.pop(key)
-    ir.async_delete_issue(hass, DOMAIN, coordinator.repair_issue_id)
-    hass.async_create_task(coordinator.async_shutdown(), eager_start=True)
+    @callback
+    def async_release(self, entry_id: str, url: str, public_key_text: str | None) -> None:
+        """Forget an entry's use of a feed; the last user shuts the coordinator down."""
+        key = (url, public_key_text)
+        users = self._users.get(key)
+        if users is None:
+            return
+        users.discard(entry_id)
+        if users:
+            return
+        del self._users[key]
+        coordinator = self.coordinators.pop(key)
+        ir.async_delete_issue(self._hass, DOMAIN, coordinator.repair_issue_id)
+        self._hass.async_create_task(coordinator.async_shutdown(), eager_start=True)

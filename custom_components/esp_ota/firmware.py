@@ -1,6 +1,6 @@
 """What every device's install shares: the image cache, the firmware server, the install
-queue and the stored update jobs. One per Home Assistant, made by the first entry that
-loads and closed with the last one.
+queue and the stored update jobs. One FirmwareService per Home Assistant, made when the
+integration is set up (async_setup); each entry is handed the parts it uses.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from homeassistant.util.hass_dict import HassKey
 from . import const
 from .const import DEFAULT_MAX_PARALLEL_INSTALLS, DOMAIN, FIRMWARE_CACHE_MAX_BYTES
 from .espota.certificates import load_or_create_certificate
+from .espota.errors import UpdateJobRecordError
 from .espota.firmware_server import FirmwareServer
 from .espota.firmware_store import FirmwareStore
-from .espota.update_job import UpdateJobRecord, UpdateJobRecordError
+from .espota.job_record import UpdateJobRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -103,33 +104,19 @@ def source_address_for(host: str, port: int) -> str:
         return address
 
 
-class FirmwareService:
-    """The image cache, the HTTPS firmware server and the install queue, shared by entries."""
+class StoredJobs:
+    """Each device's last update job, in Home Assistant's storage: a job running when Home
+    Assistant stopped is resumed from here, never started again."""
 
     def __init__(self, hass: HomeAssistant) -> None:
-        self.hass = hass
-        self.folder = Path(hass.config.path(DOMAIN))
-        self.store = FirmwareStore(
-            self.folder / "firmware",
-            async_get_clientsession(hass),
-            max_bytes=FIRMWARE_CACHE_MAX_BYTES,
-        )
-        self.queue = InstallQueue()
-        self.users: set[str] = set()
-        self._jobs_store: Store[dict[str, Any]] = Store(
-            hass, JOBS_STORAGE_VERSION, f"{DOMAIN}.jobs"
-        )
+        self._store: Store[dict[str, Any]] = Store(hass, JOBS_STORAGE_VERSION, f"{DOMAIN}.jobs")
         self._jobs: dict[str, dict[str, Any]] = {}  # MAC -> the device's last job record
-        self._server: FirmwareServer | None = None
-        self._server_changing: asyncio.Event | None = None  # set once the change is done
 
     async def async_load(self) -> None:
-        """Read the stored jobs (an update running when Home Assistant stopped)."""
-        self._jobs = await self._jobs_store.async_load() or {}
+        """Read what was stored."""
+        self._jobs = await self._store.async_load() or {}
 
-    # --- stored jobs ------------------------------------------------------------
-
-    def stored_job(self, mac: str) -> UpdateJobRecord | None:
+    def get(self, mac: str) -> UpdateJobRecord | None:
         """The device's last job, as stored; None if none, or if it cannot be read."""
         data = self._jobs.get(mac)
         if data is None:
@@ -140,14 +127,51 @@ class FirmwareService:
             _LOGGER.warning("Ignoring the unreadable stored update job of %s: %s", mac, err)
             return None
 
-    def save_job(self, record: UpdateJobRecord, *, now: bool = False) -> None:
+    def save(self, record: UpdateJobRecord, *, now: bool = False) -> None:
         """Remember the job; step changes go to disk at once, progress a little later."""
         self._jobs[record.mac] = record.to_dict()
-        self._jobs_store.async_delay_save(lambda: self._jobs, 0 if now else JOBS_SAVE_DELAY_S)
+        self._store.async_delay_save(lambda: self._jobs, 0 if now else JOBS_SAVE_DELAY_S)
 
     async def async_flush(self) -> None:
         """Write the jobs now (an entry unloads while its job runs)."""
-        await self._jobs_store.async_save(self._jobs)
+        await self._store.async_save(self._jobs)
+
+
+class FirmwareService:
+    """The image cache, the HTTPS firmware server, the install queue and the stored jobs,
+    shared by every entry. The server starts with the first install that needs it and
+    stops when the last entry unloads."""
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        self.hass = hass
+        self.folder = Path(hass.config.path(DOMAIN))
+        self.store = FirmwareStore(
+            self.folder / "firmware",
+            async_get_clientsession(hass),
+            max_bytes=FIRMWARE_CACHE_MAX_BYTES,
+        )
+        self.queue = InstallQueue()
+        self.jobs = StoredJobs(hass)
+        self.users: set[str] = set()
+        self._server: FirmwareServer | None = None
+        self._server_changing: asyncio.Event | None = None  # set once the change is done
+
+    async def async_load(self) -> None:
+        """Read the stored jobs (an update running when Home Assistant stopped)."""
+        await self.jobs.async_load()
+
+    def add_user(self, entry_id: str, max_parallel_installs: int) -> None:
+        """An entry loads: it counts towards the server's life and the queue's limit."""
+        self.users.add(entry_id)
+        self.queue.set_limit(entry_id, max_parallel_installs)
+
+    async def async_remove_user(self, entry_id: str) -> None:
+        """An entry unloads: write what is pending; the last one stops the server."""
+        self.users.discard(entry_id)
+        self.queue.set_limit(entry_id, None)
+        await self.jobs.async_flush()
+        if not self.users:
+            await self.async_close()
 
     # --- the firmware server ----------------------------------------------------
 
@@ -196,33 +220,7 @@ class FirmwareService:
         return self._server
 
     async def async_close(self) -> None:
-        """Stop serving (the last entry unloaded) and write what is pending."""
-        await self.async_flush()
+        """Stop serving (the last entry unloaded, Home Assistant stops)."""
         if self._server is not None:
             await self._server.close()
             self._server = None
-
-
-async def async_acquire_firmware_service(hass: HomeAssistant, entry_id: str) -> FirmwareService:
-    """The shared service, made and loaded by the first entry that needs it."""
-    service = hass.data.get(FIRMWARE_SERVICE)
-    if service is None:
-        service = FirmwareService(hass)
-        hass.data[FIRMWARE_SERVICE] = service
-        await service.async_load()
-    service.users.add(entry_id)
-    return service
-
-
-async def async_release_firmware_service(hass: HomeAssistant, entry_id: str) -> None:
-    """An entry is done with the service; the last one closes it."""
-    service = hass.data.get(FIRMWARE_SERVICE)
-    if service is None:
-        return
-    service.users.discard(entry_id)
-    service.queue.set_limit(entry_id, None)
-    if service.users:
-        await service.async_flush()
-        return
-    del hass.data[FIRMWARE_SERVICE]
-    await service.async_close()

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_HOST, CONF_PORT, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
@@ -31,23 +32,24 @@ from .const import (
     DOWNLOAD_TOKEN_TTL_S,
     EVENT_UPDATE_FINISHED,
 )
-from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator
+from .coordinator import EspOtaDeviceCoordinator
+from .espota.device_client import DeviceClient
 from .espota.direct_download import fetch_server_certificate_pem
 from .espota.errors import EspOtaError, FirmwareDownloadError
 from .espota.feed import Release
 from .espota.firmware_server import FirmwareServer, Grant
-from .espota.firmware_store import StoredImage
-from .espota.selection import DeviceFirmware
-from .espota.update_job import (
+from .espota.firmware_store import FirmwareStore, StoredImage
+from .espota.job_record import (
+    DownloadGrant,
     FailureReason,
-    JobTimeouts,
-    PreparedImage,
-    UpdateJob,
     UpdateJobRecord,
     UpdateStep,
     new_record,
 )
-from .firmware import FirmwareService, source_address_for
+from .espota.protocol import DeviceInfo
+from .espota.selection import DeviceFirmware
+from .espota.update_job import JobTimeouts, PreparedImage, UpdateJob
+from .firmware import InstallQueue, StoredJobs, source_address_for
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -55,11 +57,14 @@ _LOGGER = logging.getLogger(__name__)
 INSTALL_TIMEOUTS = JobTimeouts()
 ROLLED_BACK_ISSUE = "update_rolled_back"
 NOT_BACK_ISSUE = "update_not_back"
+_REARMED_AT: Final = frozenset({UpdateStep.STARTING, UpdateStep.DOWNLOADING, UpdateStep.VERIFYING})
+
+type ServerFor = Callable[[str], Awaitable[FirmwareServer]]
+type FindRelease = Callable[[str, str | None], Release | None]
 
 
-def device_firmware(coordinator: EspOtaDeviceCoordinator) -> DeviceFirmware:
+def device_firmware(info: DeviceInfo) -> DeviceFirmware:
     """What selection and the image checks need to know of the device."""
-    info = coordinator.data
     return DeviceFirmware(
         project=info.project,
         chip=info.chip,
@@ -74,13 +79,22 @@ class HomeAssistantImageSource:
 
     def __init__(
         self,
-        installer: DeviceInstaller,
+        *,
         release: Callable[[], Release | None],
         firmware: DeviceFirmware,
+        store: FirmwareStore,
+        server_for: ServerFor,
+        advertised_host: Callable[[], Awaitable[str]],
+        device_id: str,
+        direct: bool,
     ) -> None:
-        self._installer = installer
         self._release = release
         self._firmware = firmware
+        self._store = store
+        self._server_for = server_for
+        self._advertised_host = advertised_host
+        self._device_id = device_id
+        self._direct = direct
         self._server: FirmwareServer | None = None
         self._grant: Grant | None = None
         self._image: StoredImage | None = None
@@ -89,25 +103,17 @@ class HomeAssistantImageSource:
         release = self._release()
         if release is None:
             raise FirmwareDownloadError("the feed no longer lists this release", url="")
-        store = self._installer.service.store
-        image = await store.fetch(release, self._firmware)
-        store.pin(image)
+        image = await self._store.fetch(release, self._firmware)
+        self._store.pin(image)
         self._image = image
         return release, image
-
-    async def _advertised_host(self) -> str:
-        entry = self._installer.entry
-        return await self._installer.hass.async_add_executor_job(
-            source_address_for, entry.data[CONF_HOST], entry.data[CONF_PORT]
-        )
 
     async def prepare(self) -> PreparedImage:
         """Download and verify the release, then say where the device gets it."""
         release, image = await self._fetch()
-        direct = self._installer.entry.options.get(CONF_DIRECT_DOWNLOAD, False)
         version = release.version
         app_elf_sha256 = image.info.app.app_elf_sha256
-        if direct:
+        if self._direct:
             cert_pem = await fetch_server_certificate_pem(release.url)
             return PreparedImage(
                 url=release.url,
@@ -117,11 +123,10 @@ class HomeAssistantImageSource:
                 size=image.size,
                 version=version,
                 app_elf_sha256=app_elf_sha256,
-                download={"direct": True},
             )
         host = await self._advertised_host()
-        server = await self._installer.service.async_server_for(host)
-        grant = server.grant(image, device_id=self._installer.mac, ttl_s=DOWNLOAD_TOKEN_TTL_S)
+        server = await self._server_for(host)
+        grant = server.grant(image, device_id=self._device_id, ttl_s=DOWNLOAD_TOKEN_TTL_S)
         self._server, self._grant = server, grant
         return PreparedImage(
             url=server.url(grant, host),
@@ -131,33 +136,28 @@ class HomeAssistantImageSource:
             size=image.size,
             version=version,
             app_elf_sha256=app_elf_sha256,
-            download={"token": grant.token, "expires_at": grant.expires_at, "host": host},
+            download=DownloadGrant(token=grant.token, expires_at=grant.expires_at, host=host),
         )
 
     async def rearm(self, record: UpdateJobRecord) -> None:
         """After a restart mid-download: serve the same image under the same token again,
         so the device's resumed requests (Range: bytes=N-) are answered."""
-        download = record.download or {}
-        token = download.get("token")
-        if not isinstance(token, str) or record.step not in (
-            UpdateStep.STARTING,
-            UpdateStep.DOWNLOADING,
-            UpdateStep.VERIFYING,
-        ):
+        download = record.download
+        if download is None or record.step not in _REARMED_AT:
             return
         try:
             _, image = await self._fetch()
         except EspOtaError as err:  # the job then ends as the device reports it
             _LOGGER.warning("Cannot serve %s to %s again: %s", record.to_version, record.mac, err)
             return
-        server = await self._installer.service.async_server_for(str(download.get("host")))
+        server = await self._server_for(download.host)
         self._server = server
         self._grant = server.grant(
             image,
-            device_id=self._installer.mac,
+            device_id=self._device_id,
             ttl_s=DOWNLOAD_TOKEN_TTL_S,
-            token=token,
-            expires_at=float(download.get("expires_at") or 0) or None,
+            token=download.token,
+            expires_at=download.expires_at or None,
         )
 
     def bytes_served(self) -> int | None:
@@ -172,49 +172,68 @@ class HomeAssistantImageSource:
             self._server.revoke(self._grant.token)
         self._grant = None
         if self._image is not None:
-            self._installer.service.store.unpin(self._image)
+            self._store.unpin(self._image)
             self._image = None
 
 
 class DeviceInstaller:
-    """Runs one device's update jobs, one at a time, through the shared queue."""
+    """Runs one device's update jobs, one at a time, through the shared queue, and
+    publishes each record through the device's coordinator (the entities' one source)."""
 
     def __init__(
         self,
         hass: HomeAssistant,
-        entry: EspOtaConfigEntry,
+        entry: ConfigEntry,
         coordinator: EspOtaDeviceCoordinator,
-        service: FirmwareService,
+        *,
+        client: DeviceClient,
+        store: FirmwareStore,
+        queue: InstallQueue,
+        jobs: StoredJobs,
+        server_for: ServerFor,
+        find_release: FindRelease,
     ) -> None:
         self.hass = hass
         self.entry = entry
-        self.coordinator = coordinator
-        self.service = service
         self.mac: str = entry.unique_id or ""
-        self.record: UpdateJobRecord | None = service.stored_job(self.mac)
+        self._coordinator = coordinator
+        self._client = client
+        self._store = store
+        self._queue = queue
+        self._jobs = jobs
+        self._server_for = server_for
+        self._find_release = find_release
         self._task: asyncio.Task[UpdateJobRecord] | None = None
-        self._progress_listeners: list[Callable[[], None]] = []
-        self._notified_step: UpdateStep | None = None
-        self._release_lookup: Callable[[str, str | None], Release | None] = lambda _v, _s: None
+        self._published_step: UpdateStep | None = None
 
     @property
     def in_progress(self) -> bool:
         """Whether an install of this device is queued or running."""
         return self._task is not None and not self._task.done()
 
-    @property
-    def device_may_be_away(self) -> bool:
-        """An install is under way and has not ended: the device going away is its business
-        (its reboot; the job decides, within its bounds, what an absence means)."""
-        return self.in_progress and self.record is not None and not self.record.finished
-
-    def set_release_lookup(self, lookup: Callable[[str, str | None], Release | None]) -> None:
-        """How to find a release by version (and SHA-256) in the device's feed."""
-        self._release_lookup = lookup
-
     def _timeouts(self) -> JobTimeouts:
         reboot_s = float(self.entry.options.get(CONF_REBOOT_TIMEOUT, DEFAULT_REBOOT_TIMEOUT))
         return dataclasses.replace(INSTALL_TIMEOUTS, reboot_s=reboot_s)
+
+    async def _advertised_host(self) -> str:
+        """This machine's address on the route to the device."""
+        data = self.entry.data
+        return await self.hass.async_add_executor_job(
+            source_address_for, data[CONF_HOST], data[CONF_PORT]
+        )
+
+    def _image_source(
+        self, release: Callable[[], Release | None], info: DeviceInfo
+    ) -> HomeAssistantImageSource:
+        return HomeAssistantImageSource(
+            release=release,
+            firmware=device_firmware(info),
+            store=self._store,
+            server_for=self._server_for,
+            advertised_host=self._advertised_host,
+            device_id=self.mac,
+            direct=bool(self.entry.options.get(CONF_DIRECT_DOWNLOAD, False)),
+        )
 
     async def async_install(self, release: Release) -> UpdateJobRecord:
         """Install `release` and wait for the end; a failure raises a translated error."""
@@ -224,21 +243,19 @@ class DeviceInstaller:
                 translation_key="install_running",
                 translation_placeholders={"name": self.entry.title},
             )
-        info = self.coordinator.data
+        info = self._coordinator.data.info
         record = new_record(
             mac=self.mac,
             from_version=info.version,
             to_version=release.version,
             from_partition=info.running_partition,
         )
-        self.record = record
-        self.service.save_job(record, now=True)
-        firmware = device_firmware(self.coordinator)
+        self._jobs.save(record, now=True)
 
         def this_release() -> Release | None:
             return release
 
-        source = HomeAssistantImageSource(self, this_release, firmware)
+        source = self._image_source(this_release, info)
         final = await asyncio.shield(self._start(record, source))
         if final.step is not UpdateStep.SUCCEEDED:
             raise install_error(final, self.entry.title)
@@ -246,7 +263,8 @@ class DeviceInstaller:
 
     async def async_resume(self) -> None:
         """Pick up a job that was running when Home Assistant stopped (never start it anew)."""
-        record = self.record
+        state = self._coordinator.data
+        record = state.job
         if record is None or record.finished or self.in_progress:
             return
         _LOGGER.info(
@@ -255,9 +273,8 @@ class DeviceInstaller:
             record.to_version,
             record.step,
         )
-        firmware = device_firmware(self.coordinator)
-        source = HomeAssistantImageSource(
-            self, lambda: self._release_lookup(record.to_version, record.sha256 or None), firmware
+        source = self._image_source(
+            lambda: self._find_release(record.to_version, record.sha256 or None), state.info
         )
         await source.rearm(record)
         self._start(record, source)
@@ -270,74 +287,64 @@ class DeviceInstaller:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.service.async_flush()
+        await self._jobs.async_flush()
 
     def _start(
         self, record: UpdateJobRecord, source: HomeAssistantImageSource
     ) -> asyncio.Task[UpdateJobRecord]:
+        # Published first: the task starts eagerly and may publish its next step at once.
+        self._published_step = record.step
+        self._coordinator.publish_job(record, installing=True, progress_only=False)
         self._task = self.entry.async_create_background_task(
             self.hass,
             self._run(record, source),
             name=f"esp_ota install {self.entry.title}",
         )
         self._task.add_done_callback(self._job_done)
-        self.coordinator.async_update_listeners()
         return self._task
 
     async def _run(
         self, record: UpdateJobRecord, source: HomeAssistantImageSource
     ) -> UpdateJobRecord:
         job = UpdateJob(
-            self.coordinator.client,
+            self._client,
             record,
             source,
             on_change=self._changed,
             timeouts=self._timeouts(),
-            events=self.coordinator.events,
+            events=self._coordinator.events,
         )
         try:
-            async with self.service.queue.slot():
+            async with self._queue.slot():
                 final = await job.run()
         except asyncio.CancelledError:
             # Home Assistant stops or the entry unloads: the record stays resumable.
-            self.service.save_job(job.record, now=True)
+            self._jobs.save(job.record, now=True)
             raise
         finally:
             source.close()
-        self.record = final
-        self.service.save_job(final, now=True)
+        self._jobs.save(final, now=True)
         # Fresh device state first: automations triggered by the event see the result.
-        await self.coordinator.async_refresh()
+        await self._coordinator.async_refresh()
         return final
+
+    def _changed(self, record: UpdateJobRecord) -> None:
+        step_changed = record.step is not self._published_step
+        self._published_step = record.step
+        self._jobs.save(record, now=step_changed)
+        self._coordinator.publish_job(record, installing=True, progress_only=not step_changed)
 
     def _job_done(self, task: asyncio.Task[UpdateJobRecord]) -> None:
         """Report the end once the task is over, so nothing reads "in progress" any more."""
         if task.cancelled() or task.exception() is not None:
-            self.coordinator.async_update_listeners()
+            job = self._coordinator.data.job
+            if job is not None:
+                self._coordinator.publish_job(job, installing=False, progress_only=False)
             return
         self._finished(task.result())
 
-    def async_add_progress_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` when the install's progress moves; returns how to stop."""
-        self._progress_listeners.append(listener)
-        return lambda: self._progress_listeners.remove(listener)
-
-    def _changed(self, record: UpdateJobRecord) -> None:
-        # The job changes its record in place: compare with the step last passed on.
-        step_changed = record.step is not self._notified_step
-        self._notified_step = record.step
-        self.record = record
-        self.service.save_job(record, now=step_changed)
-        if step_changed:
-            self.coordinator.async_update_listeners()
-            return
-        # Progress only: rewrite what shows it, not every entity of the device (50
-        # devices at 1 % steps would be thousands of state writes).
-        for listener in list(self._progress_listeners):
-            listener()
-
     def _finished(self, record: UpdateJobRecord) -> None:
-        """Tell the user: the bus (automations, logbook), repairs, fresh device state."""
+        """Tell the user: the bus (automations, logbook), repairs, the entities."""
         device = dr.async_get(self.hass).async_get_device_by_identifier(
             (DOMAIN, self.mac), self.entry.entry_id
         )
@@ -379,7 +386,7 @@ class DeviceInstaller:
                 )
             elif record.step is UpdateStep.SUCCEEDED:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-        self.coordinator.async_update_listeners()
+        self._coordinator.publish_job(record, installing=False, progress_only=False)
 
 
 def install_error(record: UpdateJobRecord, name: str) -> HomeAssistantError:

@@ -17,9 +17,11 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.util import dt as dt_util
 
-from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator, OtaPhase
+from .coordinator import EspOtaDeviceCoordinator
 from .entity import EspOtaEntity
+from .espota.job_record import UpdateStep
 from .espota.protocol import ImageState
+from .runtime import EspOtaConfigEntry
 
 PARALLEL_UPDATES = 0  # read-only: the coordinator does all the talking
 
@@ -34,15 +36,13 @@ RESET_REASONS = [
 
 
 def _last_result(coordinator: EspOtaDeviceCoordinator) -> str:
-    phase = coordinator.phase
-    if phase in (OtaPhase.SUCCEEDED, OtaPhase.FAILED, OtaPhase.ROLLED_BACK):
-        return phase.value
-    return "none"
+    step = coordinator.data.step
+    return step.value if step.finished else "none"
 
 
 def _booted_at(coordinator: EspOtaDeviceCoordinator) -> datetime:
     # Rounded to the minute so polling does not rewrite the state every time.
-    booted = dt_util.utcnow() - timedelta(seconds=coordinator.data.uptime_s)
+    booted = dt_util.utcnow() - timedelta(seconds=coordinator.data.info.uptime_s)
     return booted.replace(second=0, microsecond=0)
 
 
@@ -60,8 +60,8 @@ SENSORS = (
         key="ota_state",
         translation_key="ota_state",
         device_class=SensorDeviceClass.ENUM,
-        options=[phase.value for phase in OtaPhase],
-        value_fn=lambda coordinator: coordinator.phase.value,
+        options=[step.value for step in UpdateStep],
+        value_fn=lambda coordinator: coordinator.data.step.value,
     ),
     EspOtaSensorEntityDescription(
         key="ota_progress",
@@ -69,7 +69,7 @@ SENSORS = (
         native_unit_of_measurement=PERCENTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
-        value_fn=lambda coordinator: coordinator.percentage,
+        value_fn=lambda coordinator: coordinator.data.percentage,
         shows_progress=True,
     ),
     EspOtaSensorEntityDescription(
@@ -83,13 +83,13 @@ SENSORS = (
         key="last_error",
         translation_key="last_error",
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda coordinator: coordinator.error,
+        value_fn=lambda coordinator: coordinator.data.error,
     ),
     EspOtaSensorEntityDescription(
         key="running_partition",
         translation_key="running_partition",
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda coordinator: coordinator.data.running_partition,
+        value_fn=lambda coordinator: coordinator.data.info.running_partition,
     ),
     EspOtaSensorEntityDescription(
         key="image_state",
@@ -97,21 +97,21 @@ SENSORS = (
         device_class=SensorDeviceClass.ENUM,
         options=[state.value for state in ImageState],
         entity_category=EntityCategory.DIAGNOSTIC,
-        value_fn=lambda coordinator: coordinator.data.image_state.value,
+        value_fn=lambda coordinator: coordinator.data.info.image_state.value,
     ),
     EspOtaSensorEntityDescription(
         key="idf_version",
         translation_key="idf_version",
         entity_category=EntityCategory.DIAGNOSTIC,
         entity_registry_enabled_default=False,
-        value_fn=lambda coordinator: coordinator.data.idf_ver,
+        value_fn=lambda coordinator: coordinator.data.info.idf_ver,
     ),
     EspOtaSensorEntityDescription(
         key="app_elf_sha256",
         translation_key="app_elf_sha256",
         entity_category=EntityCategory.DIAGNOSTIC,
         entity_registry_enabled_default=False,
-        value_fn=lambda coordinator: coordinator.data.app_elf_sha256,
+        value_fn=lambda coordinator: coordinator.data.info.app_elf_sha256,
     ),
     EspOtaSensorEntityDescription(
         key="last_boot",
@@ -129,8 +129,8 @@ SENSORS = (
         entity_category=EntityCategory.DIAGNOSTIC,
         entity_registry_enabled_default=False,
         value_fn=lambda coordinator: (
-            coordinator.data.reset_reason.lower()
-            if coordinator.data.reset_reason in RESET_REASONS
+            coordinator.data.info.reset_reason.lower()
+            if coordinator.data.info.reset_reason in RESET_REASONS
             else None
         ),
     ),
@@ -161,9 +161,10 @@ class EspOtaSensor(EspOtaEntity, SensorEntity):
     async def async_added_to_hass(self) -> None:
         """Follow the device, and the install's progress when this sensor shows it."""
         await super().async_added_to_hass()
-        installer = self.coordinator.installer
-        if self.entity_description.shows_progress and installer is not None:
-            self.async_on_remove(installer.async_add_progress_listener(self.async_write_ha_state))
+        if self.entity_description.shows_progress:
+            self.async_on_remove(
+                self.coordinator.async_add_progress_listener(self.async_write_ha_state)
+            )
 
     @property
     def native_value(self) -> str | float | datetime | None:

@@ -17,14 +17,15 @@ from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_CHANNEL, DEFAULT_CHANNEL, DOMAIN
-from .coordinator import EspOtaConfigEntry, EspOtaDeviceCoordinator
+from .coordinator import EspOtaDeviceCoordinator
 from .entity import EspOtaEntity
 from .espota.feed import Channel, Feed, Release
+from .espota.job_record import UpdateStep
 from .espota.selection import DeviceFirmware, installable_releases, select_release
-from .espota.update_job import UpdateStep
 from .espota.versions import is_newer
 from .feed_coordinator import FeedCoordinator
 from .installer import DeviceInstaller, device_firmware
+from .runtime import EspOtaConfigEntry
 
 # Installs are limited by the integration's own queue (an option), not per platform: an
 # install waits for its device to be verified, which would hold a platform semaphore.
@@ -95,7 +96,9 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         await super().async_added_to_hass()
         if self._feed is not None:
             self.async_on_remove(self._feed.async_add_listener(self._handle_coordinator_update))
-        self.async_on_remove(self._installer.async_add_progress_listener(self.async_write_ha_state))
+        self.async_on_remove(
+            self.coordinator.async_add_progress_listener(self.async_write_ha_state)
+        )
 
     @property
     def _channel(self) -> Channel:
@@ -112,7 +115,7 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         if self._feed is None or self._feed.data is None:
             return None
         feed = self._feed.data
-        key = (device_firmware(self.coordinator), self._channel)
+        key = (device_firmware(self.coordinator.data.info), self._channel)
         cached = self._pick
         if cached is not None and cached[0] is feed and cached[1] == key:
             return cached[2]
@@ -123,26 +126,23 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
     @property
     def installed_version(self) -> str:
         """What the device runs; during an install, what it ran (until the new is verified)."""
-        record = self._installer.record
-        if self._installer.in_progress and record is not None:
-            return record.from_version
-        return self.coordinator.data.version
+        return self.coordinator.data.installed_version
 
     @property
     def in_progress(self) -> bool:
         """True from the press of Install until the job ends, the reboot included."""
-        return self._installer.in_progress
+        return self.coordinator.data.installing
 
     @property
     def update_percentage(self) -> float | None:
         """The download's progress while an install runs; None (an indeterminate bar) once
         the device reboots and is being verified, so "100 %" does not sit there."""
-        record = self._installer.record
-        if not self._installer.in_progress or record is None:
+        state = self.coordinator.data
+        if not state.installing or state.job is None:
             return None
-        if record.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
+        if state.job.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
             return None
-        return record.percentage
+        return state.job.percentage
 
     async def async_install(self, version: str | None, backup: bool, **kwargs: Any) -> None:
         """Install the offered release (or the given version) and wait until it is verified."""
@@ -167,7 +167,7 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         if self._feed is None or self._feed.data is None:
             return None
         releases = installable_releases(
-            self._feed.data, device_firmware(self.coordinator), self._channel,
+            self._feed.data, device_firmware(self.coordinator.data.info), self._channel,
             include_running=False,
         )  # fmt: skip
         return next((release for release in releases if release.version == version), None)

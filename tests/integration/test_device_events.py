@@ -18,12 +18,13 @@ from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.esp_ota.const import DOMAIN
-from custom_components.esp_ota.coordinator import EspOtaDeviceCoordinator, OtaPhase
+from custom_components.esp_ota.coordinator import EspOtaDeviceCoordinator
 from custom_components.esp_ota.espota.image_builder import (
     Defect,
     build_app_image,
     build_broken_image,
 )
+from custom_components.esp_ota.espota.job_record import UpdateStep
 from custom_components.esp_ota.espota.protocol import EventType
 from simulator.model import OtaRequest
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
@@ -45,7 +46,7 @@ LAST_ERROR = "sensor.garden_34_56_last_update_error"
 RESET_REASON = "sensor.garden_34_56_reset_reason"
 LAST_BOOT = "sensor.garden_34_56_last_boot"
 
-type Seen = list[tuple[EventType | None, OtaPhase]]
+type Seen = list[tuple[EventType | None, UpdateStep]]
 
 
 @pytest.fixture
@@ -69,8 +70,8 @@ def record_phases(coordinator: EspOtaDeviceCoordinator) -> Seen:
     seen: Seen = []
 
     def listener() -> None:
-        event = coordinator.last_event
-        seen.append((event.type if event else None, coordinator.progress.phase))
+        event = coordinator.data.last_event
+        seen.append((event.type if event else None, coordinator.data.live.step))
 
     coordinator.async_add_listener(listener)
     return seen
@@ -108,14 +109,14 @@ async def test_rollback_after_a_crashing_image_is_reported(
     sim_device.device.faults.crash_on_next_boot = True
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=64 * 1024)
     await start_update(sim_device, firmware_server, image)
-    await wait_for(lambda: (EventType.REBOOT, OtaPhase.REBOOTING) in seen)
-    assert (EventType.UPDATE_BOOT_PARTITION, OtaPhase.VERIFYING) in seen
+    await wait_for(lambda: (EventType.REBOOT, UpdateStep.REBOOTING) in seen)
+    assert (EventType.UPDATE_BOOT_PARTITION, UpdateStep.VERIFYING) in seen
     await sim_device.device.wait_idle(10)
     await coordinator.async_refresh()  # what the next poll reads
     await hass.async_block_till_done()
 
-    assert coordinator.data.last_ota.target_version == "1.1.0"
-    assert coordinator.data.version == "1.0.0"
+    assert coordinator.data.info.last_ota.target_version == "1.1.0"
+    assert coordinator.data.info.version == "1.0.0"
     assert state(hass, OTA_STATE) == "rolled_back"
     assert state(hass, LAST_RESULT) == "rolled_back"
     firmware = hass.states.get(FIRMWARE)
@@ -135,9 +136,9 @@ async def test_an_image_the_device_rejects_at_the_end_fails(
     )
     await start_update(sim_device, firmware_server, image)
     await wait_for(lambda: any(event is EventType.FINISH for event, _ in seen))
-    assert (EventType.FINISH, OtaPhase.FAILED) in seen
-    assert coordinator.last_event is not None
-    error = coordinator.last_event.error
+    assert (EventType.FINISH, UpdateStep.FAILED) in seen
+    assert coordinator.data.last_event is not None
+    error = coordinator.data.last_event.error
     assert error is not None
     assert error.startswith("ESP_ERR_")
     await sim_device.device.wait_idle(10)
@@ -149,10 +150,10 @@ async def test_an_image_the_device_rejects_at_the_end_fails(
     # A failed update stays failed across the device's next restart.
     await sim_device.device.reboot()
     await wait_for(lambda: seen[-1][0] is EventType.REBOOT)
-    assert seen[-1] == (EventType.REBOOT, OtaPhase.FAILED)
+    assert seen[-1] == (EventType.REBOOT, UpdateStep.FAILED)
     await sim_device.device.wait_online(10)
     await coordinator.async_refresh()
-    assert coordinator.progress.phase is OtaPhase.FAILED
+    assert coordinator.data.live.step is UpdateStep.FAILED
 
 
 async def test_a_download_that_breaks_aborts_with_the_device_error(
@@ -166,8 +167,8 @@ async def test_a_download_that_breaks_aborts_with_the_device_error(
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=64 * 1024)
     await start_update(sim_device, firmware_server, image)
     await wait_for(lambda: any(event is EventType.ABORT for event, _ in seen))
-    assert (EventType.ABORT, OtaPhase.FAILED) in seen
-    assert coordinator.progress.error == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert (EventType.ABORT, UpdateStep.FAILED) in seen
+    assert coordinator.data.live.error == "ESP_ERR_OTA_VALIDATE_FAILED"
     await sim_device.device.wait_idle(10)
     await hass.async_block_till_done()
     assert state(hass, LAST_ERROR) == "ESP_ERR_OTA_VALIDATE_FAILED"
@@ -183,16 +184,16 @@ async def test_a_poll_during_the_download_keeps_the_pushed_progress(
     sim_device.device.faults.slow_link_bytes_per_s = 64 * 1024
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=192 * 1024)
     await start_update(sim_device, firmware_server, image)
-    await wait_for(lambda: coordinator.progress.bytes_written > 0)
-    live = coordinator.progress
-    assert live.phase is OtaPhase.DOWNLOADING
+    await wait_for(lambda: coordinator.data.live.bytes_written > 0)
+    live = coordinator.data.live
+    assert live.step is UpdateStep.DOWNLOADING
     await coordinator.async_refresh()
-    assert coordinator.progress is live
-    assert coordinator.data.last_ota.state.value == "downloading"
+    assert coordinator.data.live is live
+    assert coordinator.data.info.last_ota.state.value == "downloading"
 
     await sim_device.device.abort_ota()  # someone else stops it
     await wait_for(lambda: any(event is EventType.ABORT for event, _ in seen))
-    assert (EventType.ABORT, OtaPhase.FAILED) in seen
+    assert (EventType.ABORT, UpdateStep.FAILED) in seen
     await hass.async_block_till_done()
     assert state(hass, OTA_STATE) == "failed"
     assert state(hass, LAST_ERROR) == "unknown"  # an abort on request carries no error

@@ -19,11 +19,29 @@ from custom_components.esp_ota.feed_coordinator import (
     FAILURES_BEFORE_REPAIR,
     FEED_COORDINATORS,
     FeedCoordinator,
-    async_acquire_feed_coordinator,
-    async_release_feed_coordinator,
+    FeedCoordinators,
 )
 
 from .conftest import FeedServer, feed_document
+
+
+def shared_feeds(hass: HomeAssistant) -> FeedCoordinators:
+    """The feed coordinators the integration's setup makes once per Home Assistant."""
+    return hass.data.setdefault(FEED_COORDINATORS, FeedCoordinators(hass))
+
+
+async def async_acquire_feed_coordinator(
+    hass: HomeAssistant, entry_id: str, url: str, public_key_text: str | None
+) -> FeedCoordinator:
+    """An entry's use of a feed, as its setup asks for it."""
+    return await shared_feeds(hass).async_acquire(entry_id, url, public_key_text)
+
+
+def async_release_feed_coordinator(
+    hass: HomeAssistant, entry_id: str, url: str, public_key_text: str | None
+) -> None:
+    """An entry leaves a feed, as its unload does."""
+    shared_feeds(hass).async_release(entry_id, url, public_key_text)
 
 
 @pytest.fixture(autouse=True)

@@ -110,8 +110,8 @@ async def test_unreadable_stored_job_is_ignored(
     service = FirmwareService(hass)
     await service.async_load()
     caplog.set_level(logging.WARNING)
-    assert service.stored_job("24:0a:c4:00:00:01") is None
-    assert service.stored_job("24:0a:c4:00:00:02") is None
+    assert service.jobs.get("24:0a:c4:00:00:01") is None
+    assert service.jobs.get("24:0a:c4:00:00:02") is None
     assert "unreadable stored update job" in caplog.text
 
 

@@ -27,6 +27,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import ssl as ssl_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.esp_ota import async_setup_shared
 from custom_components.esp_ota import installer as installer_module
 from custom_components.esp_ota.const import (
     CONF_DIRECT_DOWNLOAD,
@@ -36,9 +37,10 @@ from custom_components.esp_ota.const import (
     EVENT_UPDATE_FINISHED,
 )
 from custom_components.esp_ota.espota.image_builder import build_app_image
-from custom_components.esp_ota.espota.update_job import JobTimeouts, UpdateStep
+from custom_components.esp_ota.espota.job_record import UpdateStep
+from custom_components.esp_ota.espota.protocol import EventType as OtaEventType
+from custom_components.esp_ota.espota.update_job import JobTimeouts
 from custom_components.esp_ota.firmware import FIRMWARE_SERVICE
-from simulator.model import OtaEventType
 from tests.simulator.firmware_server import FirmwareServer as HttpsFileServer
 from tests.simulator.firmware_server import start_firmware_server
 
@@ -171,8 +173,6 @@ async def test_good_update_is_verified_and_confirmed(
     after_download: set[float | None] = set()
     firmware_states: set[str] = set()
 
-    installer = entry.runtime_data.installer
-
     def sample(event: Event) -> None:
         step = state_of(hass, OTA_STATE)
         if not seen_steps or seen_steps[-1] != step:
@@ -184,8 +184,9 @@ async def test_good_update_is_verified_and_confirmed(
             return
         installed_while_running.add(state_attr(hass, FIRMWARE, ATTR_INSTALLED_VERSION))
         percentage = state_attr(hass, FIRMWARE, ATTR_UPDATE_PERCENTAGE)
-        assert installer.record is not None  # the step the entity was just written at
-        if installer.record.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
+        job = entry.runtime_data.device.data.job
+        assert job is not None  # the step the entity was just written at
+        if job.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
             after_download.add(percentage)
         elif percentage is not None:
             percentages.append(percentage)
@@ -193,8 +194,9 @@ async def test_good_update_is_verified_and_confirmed(
     rewrites: list[UpdateStep | None] = []  # the step at each rewrite of every entity
 
     def rewritten() -> None:
-        if installer.in_progress:
-            rewrites.append(installer.record.step if installer.record else None)
+        if entry.runtime_data.installer.in_progress:
+            job = entry.runtime_data.device.data.job
+            rewrites.append(job.step if job else None)
 
     unsubscribe = hass.bus.async_listen("state_changed", callback(sample))
     stop_counting = entry.runtime_data.device.async_add_listener(rewritten)
@@ -414,10 +416,10 @@ async def test_firmware_server_refuses_requests_without_the_token(
     service = hass.data[FIRMWARE_SERVICE]
     server = service.server
     assert server is not None
-    record = service.stored_job(sim_device.mac)
+    record = service.jobs.get(sim_device.mac)
     assert record is not None
     assert record.download is not None
-    used_token = record.download["token"]
+    used_token = record.download.token
     url = f"https://127.0.0.1:{server.port}/firmware/{record.sha256}.bin"
     ssl_context = ssl.create_default_context(cadata=server.cert_pem)  # pinned, as a device
     async with aiohttp.ClientSession() as session:
@@ -458,10 +460,16 @@ async def test_direct_mode_downloads_from_the_feed_host(
 
 async def restart_home_assistant_side(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     """Stop the integration as a Home Assistant shutdown does (the job is stored, not
-    ended) and check the shared service went with it."""
+    ended), check the shared service let go of everything (no entry, no server), then
+    make the shared services anew, as the next start of Home Assistant does (the stored
+    jobs read back from storage, nothing carried over in memory)."""
     assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
-    assert FIRMWARE_SERVICE not in hass.data
+    service = hass.data[FIRMWARE_SERVICE]
+    assert service.users == set()
+    assert service.server is None
+    await async_setup_shared(hass)
+    assert hass.data[FIRMWARE_SERVICE] is not service
 
 
 @pytest.mark.parametrize("stop_at", ["preparing", "downloading", "rebooting", "pending_confirm"])
@@ -488,10 +496,9 @@ async def test_restart_mid_update_resumes_and_never_repeats(
     )
     if stop_at == "preparing":
         release_server.image_delay_s = 30.0  # Home Assistant stops while it downloads
-    installer = entry.runtime_data.installer
 
     def at_target() -> bool:
-        record = installer.record
+        record = entry.runtime_data.device.data.job
         if record is None or record.step is not target:
             return False
         return target is UpdateStep.PREPARING or record.bytes_written > 0
@@ -528,7 +535,7 @@ async def test_stored_job_survives_in_storage(
     release_server.publish("1.1.0", image_of("1.1.0"))
     await load(hass, entry_for(sim_device, release_server))
     await install(hass)
-    await hass.data[FIRMWARE_SERVICE].async_flush()
+    await hass.data[FIRMWARE_SERVICE].jobs.async_flush()
     stored = hass_storage[f"{DOMAIN}.jobs"]["data"][sim_device.mac]
     assert stored["step"] == "succeeded"
     assert stored["to_version"] == "1.1.0"

@@ -186,7 +186,7 @@ def test_exceptions_and_issues_are_translated() -> None:
 def test_install_failures_and_their_repairs_are_translated() -> None:
     """action-exceptions: the install's failures, whose keys are made from the job's reason."""
     assert status_of("action-exceptions") == "done"
-    from custom_components.esp_ota.espota.update_job import FailureReason
+    from custom_components.esp_ota.espota.job_record import FailureReason
     from custom_components.esp_ota.installer import NOT_BACK_ISSUE, ROLLED_BACK_ISSUE
 
     strings = load_json("strings.json")

@@ -13,7 +13,7 @@ import pytest
 from homeassistant.core import HomeAssistant
 
 from custom_components.esp_ota.const import CONF_FEED_URL
-from custom_components.esp_ota.espota.update_job import UpdateStep
+from custom_components.esp_ota.espota.job_record import UpdateStep
 
 from .conftest import ReleaseServer, StartDevice, wait_for, wait_for_event_stream
 from .test_install import (  # the install tests' helpers and short bounds
@@ -43,10 +43,9 @@ async def test_a_resumed_install_whose_release_is_gone_fails(
     await load(hass, entry)
     events = finished_events(hass)
     pressed = hass.async_create_task(install(hass))
-    installer = entry.runtime_data.installer
 
     def downloading() -> bool:
-        record = installer.record
+        record = entry.runtime_data.device.data.job
         return (
             record is not None
             and record.step is UpdateStep.DOWNLOADING
