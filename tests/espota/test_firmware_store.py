@@ -343,6 +343,55 @@ async def test_a_new_store_finds_the_images_of_an_earlier_run(
     assert leftovers(folder) == [f"{release.sha256}.bin", "notes.txt"]
 
 
+async def test_an_image_damaged_while_stopped_is_downloaded_again(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    """A cached image truncated while Home Assistant was stopped is not taken for the
+    release's fault ("the release says N bytes") at every fetch: it is discarded and
+    downloaded again."""
+    folder = tmp_path / "firmware"
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await FirmwareStore(folder, session).fetch(release, DEVICE)
+    stored.path.write_bytes(data[: len(data) // 2])  # damaged on disk while stopped
+    again = await FirmwareStore(folder, session).fetch(release, DEVICE)
+    assert again.path.read_bytes() == data
+    assert release_server.requests == ["/garden.bin", "/garden.bin"]
+
+
+async def test_a_link_under_an_image_name_is_not_an_image(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    """A symbolic link under a SHA-256 name (pointing at anything) is discarded at load,
+    and the image downloaded into a file of its own."""
+    folder = tmp_path / "firmware"
+    folder.mkdir()
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    elsewhere = tmp_path / "elsewhere.bin"
+    elsewhere.write_bytes(data[:100])
+    (folder / f"{release.sha256}.bin").symlink_to(elsewhere)
+    stored = await FirmwareStore(folder, session).fetch(release, DEVICE)
+    assert not stored.path.is_symlink()
+    assert stored.path.read_bytes() == data
+    assert elsewhere.read_bytes() == data[:100]  # what the link pointed at is untouched
+    assert release_server.requests == ["/garden.bin"]
+
+
+async def test_a_partial_named_folder_does_not_stop_the_cache(
+    tmp_path: Path, session: aiohttp.ClientSession, release_server: ReleaseServer
+) -> None:
+    """A directory named like a partial download is left alone; the cache loads and
+    fetches work (it raised IsADirectoryError at every fetch)."""
+    folder = tmp_path / "firmware"
+    (folder / ".partial-folder").mkdir(parents=True)
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await FirmwareStore(folder, session).fetch(release, DEVICE)
+    assert stored.path.read_bytes() == data
+    assert (folder / ".partial-folder").is_dir()
+
+
 # --- what the release promises ----------------------------------------------------------
 
 

@@ -294,11 +294,17 @@ class FirmwareStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         found: list[tuple[float, str, int]] = []
         for path in self.folder.iterdir():
-            if path.name.startswith(_PARTIAL_PREFIX):  # left by a crash mid-download
-                path.unlink(missing_ok=True)
-                continue
             stem = path.name.removesuffix(_SUFFIX)
-            if path.suffix == _SUFFIX and len(stem) == 64 and path.is_file():
+            ours = path.suffix == _SUFFIX and len(stem) == 64
+            if path.name.startswith(_PARTIAL_PREFIX) or (ours and path.is_symlink()):
+                # Left by a crash mid-download, or a link where only our own verified
+                # files belong: neither is an image of ours. A directory of that name
+                # (not ours either) is left alone rather than stopping every load.
+                if not path.is_dir() or path.is_symlink():
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                continue
+            if ours and path.is_file():
                 stat = path.stat()
                 found.append((stat.st_mtime, stem, stat.st_size))
         return [(sha256, size) for _, sha256, size in sorted(found)]
@@ -313,13 +319,6 @@ class FirmwareStore:
         if sha256 is None or sha256 not in self._entries:
             return None
         size = self._entries[sha256]
-        if release.size is not None and release.size != size:
-            # The image with this SHA-256 is known to have another size: the release is
-            # wrong, the stored file is not (and stays).
-            raise FirmwareIntegrityError(
-                f"{release.url}: the release says {release.size} bytes, the image with "
-                f"SHA-256 {sha256} has {size}"
-            )
         # Fetches that come together share one re-read (one worker-thread call, instead of
         # one after another under the fetch lock), and only it may forget the file.
         md5 = release.md5 if release.sha256 is None else None
@@ -329,7 +328,16 @@ class FirmwareStore:
             reread = asyncio.ensure_future(self._reread(sha256, size, md5))
             self._rereads[key] = reread
             reread.add_done_callback(lambda _: self._rereads.pop(key, None))
-        return await asyncio.shield(reread)
+        image = await asyncio.shield(reread)
+        if image is not None and release.size is not None and release.size != image.size:
+            # The stored file is intact (just re-read against its name), so the image with
+            # this SHA-256 really has another size: the release is wrong, the file stays.
+            # (A file damaged on disk has failed the re-read and is downloaded again.)
+            raise FirmwareIntegrityError(
+                f"{release.url}: the release says {release.size} bytes, the image with "
+                f"SHA-256 {sha256} has {image.size}"
+            )
+        return image
 
     async def _reread(self, sha256: str, size: int, md5: str | None) -> StoredImage | None:
         path = self.path_for(sha256)
