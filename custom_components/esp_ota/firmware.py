@@ -11,11 +11,13 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from homeassistant.core import HomeAssistant
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.storage import Store
 from homeassistant.util.hass_dict import HassKey
 
@@ -33,6 +35,11 @@ FIRMWARE_SERVICE: HassKey[FirmwareService] = HassKey(f"{DOMAIN}_firmware")
 JOBS_STORAGE_VERSION: Final = 1
 # Progress is saved at most this often; step changes are saved at once.
 JOBS_SAVE_DELAY_S: Final = 1.0
+# The firmware server's port listens on the LAN only while a device may download from it:
+# this often it is checked, and closed when no grant is live (a job revokes its grant when
+# it ends); the next install opens it again. A minute keeps it from closing and opening
+# between the installs of a batch.
+SERVER_IDLE_CHECK_S: Final = 60.0
 
 
 class InstallQueue:
@@ -139,8 +146,9 @@ class StoredJobs:
 
 class FirmwareService:
     """The image cache, the HTTPS firmware server, the install queue and the stored jobs,
-    shared by every entry. The server starts with the first install that needs it and
-    stops when the last entry unloads."""
+    shared by every entry. The server starts with the first install that needs it, stops
+    listening when no download grant has been live for a while (SERVER_IDLE_CHECK_S), starts
+    again for the next install, and is dropped when the last entry unloads."""
 
     def __init__(self, hass: HomeAssistant) -> None:
         self.hass = hass
@@ -155,6 +163,7 @@ class FirmwareService:
         self.users: set[str] = set()
         self._server: FirmwareServer | None = None
         self._server_changing: asyncio.Event | None = None  # set once the change is done
+        self._cancel_idle_check: CALLBACK_TYPE | None = None
 
     async def async_load(self) -> None:
         """Read the stored jobs (an update running when Home Assistant stopped)."""
@@ -179,7 +188,11 @@ class FirmwareService:
         """The running server, its certificate valid for the host devices are told to use."""
         while True:
             server = self._server
-            if server is not None and server.certificate.covers(advertised_host):
+            if (
+                server is not None
+                and server.listening
+                and server.certificate.covers(advertised_host)
+            ):
                 return server
             if (changed := self._server_changing) is not None:
                 # Being started (or given a new certificate) for another install: wait for
@@ -196,6 +209,10 @@ class FirmwareService:
     async def _async_serve_host(self, advertised_host: str) -> None:
         """Start the server, or renew its certificate, so that it covers the host."""
         server = self._server
+        if server is not None and server.certificate.covers(advertised_host):
+            await server.start()  # stopped while idle: the same server (its grants) again
+            self._schedule_idle_check()
+            return
         hosts = [advertised_host]
         if server is not None:
             hosts += server.certificate.hosts()
@@ -213,6 +230,32 @@ class FirmwareService:
             _LOGGER.debug("Firmware server listening on port %s", server.port)
         else:
             await server.set_certificate(certificate)
+            if not server.listening:
+                await server.start()
+        self._schedule_idle_check()
+
+    def _schedule_idle_check(self) -> None:
+        if self._cancel_idle_check is None:
+            self._cancel_idle_check = async_call_later(
+                self.hass, SERVER_IDLE_CHECK_S, self._async_idle_check
+            )
+
+    async def _async_idle_check(self, _now: datetime) -> None:
+        """Stop listening when no device may download; otherwise look again later."""
+        self._cancel_idle_check = None
+        server = self._server
+        if server is None or not server.listening or self._server_changing is not None:
+            return
+        if server.has_live_grant():
+            self._schedule_idle_check()
+            return
+        changed = self._server_changing = asyncio.Event()  # installs asking wait for this
+        try:
+            await server.close()
+            _LOGGER.debug("Firmware server stopped listening: no download grant is live")
+        finally:
+            self._server_changing = None
+            changed.set()
 
     @property
     def server(self) -> FirmwareServer | None:
@@ -221,6 +264,9 @@ class FirmwareService:
 
     async def async_close(self) -> None:
         """Stop serving (the last entry unloaded, Home Assistant stops)."""
+        if self._cancel_idle_check is not None:
+            self._cancel_idle_check()
+            self._cancel_idle_check = None
         if self._server is not None:
             await self._server.close()
             self._server = None

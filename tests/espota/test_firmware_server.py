@@ -4,21 +4,27 @@ esp_https_ota sends them, certificates, and simulated devices installing from it
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import logging
+import socket
 import ssl
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from custom_components.esp_ota.espota import firmware_server
+from custom_components.esp_ota.espota import bounded_listener, firmware_server
 from custom_components.esp_ota.espota.certificates import (
     ServerCertificate,
     make_server_certificate,
@@ -754,3 +760,393 @@ async def test_no_file_io_in_the_event_loop(
     assert (status, body) == (206, data[2][1000:])
     assert not stored[0].path.exists()  # the eviction did happen
     assert events == [], "\n".join(map(str, events))
+
+
+# --- what a client without a token can hold ------------------------------------------------
+
+
+async def open_tls(
+    port: int, cert_pem: str, *, source: str = "127.0.0.1"
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw TLS connection to the server from `source` (any 127.x address is loopback)."""
+    return await asyncio.open_connection(
+        "127.0.0.1",
+        port,
+        ssl=pinned(cert_pem),
+        server_hostname="127.0.0.1",
+        local_addr=(source, 0),
+    )
+
+
+async def closed_within(reader: asyncio.StreamReader, ceiling_s: float) -> bool:
+    """Whether the server closes the connection within `ceiling_s` (what it sends first
+    is read and dropped)."""
+    try:
+        async with asyncio.timeout(ceiling_s):
+            while await reader.read(65536):
+                pass
+    except TimeoutError:
+        return False
+    except ConnectionError, ssl.SSLError:
+        pass  # reset: closed too
+    return True
+
+
+async def eventually(condition: Callable[[], bool], ceiling_s: float = 5.0) -> None:
+    """Wait until `condition()` holds; fail after `ceiling_s` (a generous ceiling)."""
+    for _ in range(int(ceiling_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    assert condition()
+
+
+async def wait_for_count(server: FirmwareServer, count: int) -> None:
+    """Until the server's own count of open connections is `count`."""
+    await eventually(lambda: server.connection_count == count)
+
+
+@pytest.fixture
+def short_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounds small enough for a test to see them act (raising=False: today's code had
+    none, and its tests must fail on the behaviour, not on a missing name)."""
+    for name, value in {
+        "REQUEST_TIMEOUT_S": 0.5,
+        "TLS_HANDSHAKE_TIMEOUT_S": 1.0,
+        "TLS_SHUTDOWN_TIMEOUT_S": 0.5,
+        "FLOOD_QUIET_S": 0.3,
+        "ACCEPT_RETRY_S": 0.01,
+    }.items():
+        monkeypatch.setattr(bounded_listener, name, value, raising=False)
+
+
+@pytest.fixture
+async def bounded_server(
+    socket_enabled: None, certificate: ServerCertificate, short_bounds: None
+) -> AsyncIterator[FirmwareServer]:
+    """A server started with the short bounds."""
+    server = FirmwareServer(host="127.0.0.1", port=0, certificate=certificate)
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def test_a_client_dripping_its_headers_is_cut(bounded_server: FirmwareServer) -> None:
+    """A request line, then a header byte at a time, never finishing: the connection is
+    closed once the request bound has passed, however regularly bytes come."""
+    reader, writer = await open_tls(bounded_server.port, bounded_server.cert_pem)
+    writer.write(b"GET /firmware/x.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nX")
+    cut = asyncio.ensure_future(closed_within(reader, 10))
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while not cut.done():
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.1)
+    assert await cut, "a dripping client kept its connection"
+    writer.close()
+    await wait_for_count(bounded_server, 0)
+
+
+async def test_an_idle_connection_is_closed(
+    bounded_server: FirmwareServer, image: StoredImage
+) -> None:
+    """Idle before any request, and idle on keep-alive after a served one: both closed."""
+    grant = bounded_server.grant(image, device_id="d", ttl_s=60)
+    silent_reader, silent = await open_tls(bounded_server.port, bounded_server.cert_pem)
+    reader, writer = await open_tls(bounded_server.port, bounded_server.cert_pem)
+    writer.write(
+        f"HEAD {grant.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {grant.token}\r\n\r\n".encode()
+    )
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    assert await closed_within(silent_reader, 10), "a silent connection stayed open"
+    assert await closed_within(reader, 10), "an idle keep-alive connection stayed open"
+    for stream in (silent, writer):
+        stream.close()
+    await wait_for_count(bounded_server, 0)
+
+
+async def test_a_request_without_a_valid_token_loses_its_connection(
+    server: FirmwareServer, image: StoredImage
+) -> None:
+    """A 401 ends the connection: without a token there is nothing to ask for next."""
+    server.grant(image, device_id="d", ttl_s=60)
+    reader, writer = await open_tls(server.port, server.cert_pem)
+    writer.write(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer nope\r\n\r\n")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 401")
+    assert await closed_within(reader, 10)
+    writer.close()
+
+
+async def download_from(server: FirmwareServer, grant: Grant, source: str) -> bytes:
+    """The whole granted image, downloaded from the address `source`."""
+    connector = aiohttp.TCPConnector(ssl=pinned(server.cert_pem), local_addr=(source, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(server.url(grant, "127.0.0.1"), headers=server.headers(grant)) as answer,
+    ):
+        assert answer.status == 200
+        return await answer.read()
+
+
+async def refused(server: FirmwareServer, source: str) -> bool:
+    """Whether a connection from `source` is refused before its TLS handshake ends."""
+    try:
+        _, writer = await open_tls(server.port, server.cert_pem, source=source)
+    except ConnectionError, ssl.SSLError:
+        return True
+    writer.close()
+    return False
+
+
+async def test_connections_beyond_the_caps_are_refused(
+    bounded_server: FirmwareServer,
+    image: StoredImage,
+    image_data: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One address holds at most MAX_CONNECTIONS_PER_PEER, all together MAX_CONNECTIONS;
+    beyond that a connection is reset, while another address still downloads, and a freed
+    slot is taken again. The flood is logged once, then its end once. (127.0.0.1 is this
+    host itself, capped by the total only: the flood comes from other loopback addresses.)"""
+    monkeypatch.setattr(bounded_listener, "MAX_CONNECTIONS_PER_PEER", 3, raising=False)
+    monkeypatch.setattr(bounded_listener, "MAX_CONNECTIONS", 6, raising=False)
+    # Held connections must outlive the test's steps (handlers take it at start), and the
+    # flood its pauses.
+    monkeypatch.setattr(bounded_listener, "REQUEST_TIMEOUT_S", 30.0, raising=False)
+    monkeypatch.setattr(bounded_listener, "FLOOD_QUIET_S", 2.0, raising=False)
+    await bounded_server.close()
+    await bounded_server.start()
+    caplog.set_level(logging.DEBUG)
+    port, cert_pem = bounded_server.port, bounded_server.cert_pem
+    grant = bounded_server.grant(image, device_id="d", ttl_s=60)
+    held = [await open_tls(port, cert_pem, source="127.0.0.3") for _ in range(3)]
+    for _ in range(20):  # a flood from that one address
+        assert await refused(bounded_server, "127.0.0.3")
+    # Another address (a device) still downloads the whole image, and so does this host.
+    assert await download_from(bounded_server, grant, "127.0.0.2") == image_data
+    held += [await open_tls(port, cert_pem, source="127.0.0.1") for _ in range(3)]
+    await wait_for_count(bounded_server, 6)  # the device's connection gone too
+    assert await refused(bounded_server, "127.0.0.4")  # all together: full
+    _, writer = held.pop(0)
+    writer.close()
+    await wait_for_count(bounded_server, 5)
+    assert await download_from(bounded_server, grant, "127.0.0.3") == image_data
+    for _, writer in held:
+        writer.close()
+    await wait_for_count(bounded_server, 0)
+    flood_start = [r for r in caplog.records if "refusing new connections" in r.getMessage()]
+    assert len(flood_start) == 1, caplog.text
+    assert "3 connections from 127.0.0.3" in flood_start[0].getMessage()
+    # FLOOD_QUIET_S without a refusal: the end, once.
+    await eventually(lambda: any("flood over" in r.getMessage() for r in caplog.records), 10)
+    flood_end = [r for r in caplog.records if "flood over" in r.getMessage()]
+    assert len(flood_end) == 1
+    assert "21 connections refused" in flood_end[0].getMessage()
+    noisy = [
+        r
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r not in flood_start and r not in flood_end
+    ]
+    assert noisy == []
+
+
+async def test_accept_out_of_descriptors_is_logged_once(
+    bounded_server: FirmwareServer,
+    image: StoredImage,
+    image_data: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """accept() failing with EMFILE (the process's file table full): accepting pauses and
+    retries, logged once for the whole episode, and serving resumes after it."""
+    caplog.set_level(logging.DEBUG)
+    loop = asyncio.get_running_loop()
+    real_accept = loop.sock_accept
+    failures = 0
+
+    async def out_of_descriptors(listener: socket.socket) -> tuple[socket.socket, Any]:
+        nonlocal failures
+        if failures < 50:
+            failures += 1
+            await asyncio.sleep(0)
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await real_accept(listener)
+
+    monkeypatch.setattr(loop, "sock_accept", out_of_descriptors)
+    await bounded_server.close()  # its accept() was already waiting: again, patched
+    await bounded_server.start()
+    grant = bounded_server.grant(image, device_id="d", ttl_s=60)
+    assert await download_from(bounded_server, grant, "127.0.0.2") == image_data
+    assert failures == 50
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, caplog.text
+    assert "Too many open files" in warnings[0].getMessage()
+
+
+async def test_a_malformed_request_is_refused_without_an_error_logged(
+    server: FirmwareServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logs a request it cannot parse as an error, with a traceback: any client
+    could fill the log. Here: a 4xx, logged at debug level."""
+    caplog.set_level(logging.DEBUG)
+    for request in (
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    ):
+        reader, writer = await open_tls(server.port, server.cert_pem)
+        writer.write(request)
+        status = await reader.readline()
+        assert status[:10] in (b"HTTP/1.1 4", b"HTTP/1.0 4"), status
+        assert await closed_within(reader, 10)
+        writer.close()
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == [], caplog.text
+
+
+# --- hostile clients, fuzzed ---------------------------------------------------------------
+
+_TOKEN_CHOICES = ("valid", "lower-scheme", "none", "wrong", "truncated", "extended", "random")
+_header_text = st.text(
+    alphabet=st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=60
+).map(lambda text: text.encode("utf-8", "surrogatepass"))
+
+
+@st.composite
+def hostile_requests(draw: st.DrawFn) -> tuple[bytes, str]:
+    """A raw request (bytes) and which token it carries (one of _TOKEN_CHOICES)."""
+    method = draw(
+        st.sampled_from([b"GET", b"HEAD", b"POST", b"PUT", b"OPTIONS", b"TRACE", b"CONNECT"])
+        | st.binary(min_size=1, max_size=10)
+    )
+    path = draw(
+        st.sampled_from(
+            [
+                b"{grant}",
+                b"{grant}?x=1",
+                b"/firmware/../{grant}",
+                b"/firmware/%2e%2e/etc/passwd",
+                b"/firmware/",
+                b"/",
+                b"*",
+                b"//{grant}",
+                b"{grant}%00",
+                b"http://127.0.0.1{grant}",
+            ]
+        )
+        | st.binary(max_size=80)
+    )
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/9", b""]))
+    token = draw(st.sampled_from(_TOKEN_CHOICES))
+    headers = [b"Host: 127.0.0.1"]
+    match token:
+        case "valid":
+            headers.append(b"Authorization: Bearer {token}")
+        case "lower-scheme":
+            headers.append(b"authorization: bearer {token}")
+        case "wrong":
+            headers.append(b"Authorization: Bearer " + draw(st.binary(max_size=50)))
+        case "truncated":
+            headers.append(b"Authorization: Bearer {token_truncated}")
+        case "extended":
+            headers.append(b"Authorization: Bearer {token}x")
+        case "random":
+            headers.append(b"Authorization: " + draw(_header_text))
+    if draw(st.booleans()):
+        headers.append(
+            b"Range: "
+            + draw(
+                st.sampled_from([b"bytes=0-0", b"bytes=-5", b"bytes=99999999-", b"bytes=5-1"])
+                | st.from_regex(rb"\Abytes ?= ?-?[0-9]{0,12}-?[0-9]{0,12}(,[0-9]+-)?\Z")
+                | _header_text
+            )
+        )
+    headers += [
+        draw(_header_text) + b": " + draw(_header_text) for _ in range(draw(st.integers(0, 3)))
+    ]
+    headers.append(b"Connection: close")
+    head = b"\r\n".join([b" ".join(part for part in (method, path, version) if part), *headers])
+    return head + b"\r\n\r\n", token
+
+
+@dataclass
+class ThreadedServer:
+    """A started server with one grant, its loop in a thread of its own."""
+
+    server: FirmwareServer
+    grant: Grant
+    loop: asyncio.AbstractEventLoop
+    image_data: bytes = field(repr=False)
+
+
+@pytest.fixture
+def threaded_server(
+    socket_enabled: None, certificate: ServerCertificate, image: StoredImage, image_data: bytes
+) -> Iterator[ThreadedServer]:
+    """Shared by every example of a hypothesis test (which runs them synchronously)."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = FirmwareServer(host="127.0.0.1", port=0, certificate=certificate)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+    grant = server.grant(image, device_id="d", ttl_s=600)
+    yield ThreadedServer(server, grant, loop, image_data)
+    asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
+    asyncio.run_coroutine_threadsafe(loop.shutdown_default_executor(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+async def exchange(port: int, cert_pem: str, request: bytes) -> bytes:
+    """Send `request`, read all the server answers until it closes (or 10 s pass)."""
+    reader, writer = await open_tls(port, cert_pem)
+    answer = b""
+    try:
+        writer.write(request)
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(65536):
+                answer += chunk
+    except ConnectionError, ssl.SSLError:
+        pass  # closed without (more of) an answer: allowed
+    finally:
+        writer.close()
+    return answer
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=hostile_requests())
+def test_fuzz_hostile_clients_get_4xx_or_a_close(
+    threaded_server: ThreadedServer, caplog: pytest.LogCaptureFixture, case: tuple[bytes, str]
+) -> None:
+    """Whatever a client sends: a 4xx or a closed connection, never a 5xx; the image only
+    with the valid token, and then exactly its bytes; nothing logged above debug level."""
+    server, grant, loop = threaded_server.server, threaded_server.grant, threaded_server.loop
+    image_data = threaded_server.image_data
+    template, token = case
+    request = (
+        template.replace(b"{grant}", grant.path.encode())
+        .replace(b"{token_truncated}", grant.token[:-1].encode())
+        .replace(b"{token}", grant.token.encode())
+    )
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        answer = asyncio.run_coroutine_threadsafe(
+            exchange(server.port, server.cert_pem, request), loop
+        ).result(30)
+    status_line, _, rest = answer.partition(b"\r\n")
+    if answer:
+        version, status = status_line.split(b" ", 2)[:2]
+        assert version.startswith(b"HTTP/"), answer[:200]
+        code = int(status)
+        assert code < 500, answer[:500]
+        if 200 <= code < 300:
+            assert token in ("valid", "lower-scheme"), request
+            body = rest.partition(b"\r\n\r\n")[2]
+            assert body in image_data, answer[:300]  # the image, or a range of it
+        else:
+            assert 400 <= code < 500, answer[:300]
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]

@@ -4,15 +4,27 @@ cannot be read, and the logbook's lines."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from homeassistant.core import Event, HomeAssistant
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.esp_ota.const import DOMAIN, EVENT_UPDATE_FINISHED
-from custom_components.esp_ota.firmware import FirmwareService, InstallQueue
+from custom_components.esp_ota.espota.firmware_store import StoredImage
+from custom_components.esp_ota.espota.image import parse_image
+from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.firmware import (
+    SERVER_IDLE_CHECK_S,
+    FirmwareService,
+    InstallQueue,
+)
 from custom_components.esp_ota.logbook import async_describe_events, describe_update_finished
 
 
@@ -179,3 +191,57 @@ async def test_logbook_describes_the_finished_event(hass: HomeAssistant) -> None
         "message": "failed to update firmware to 1.1.0: not back; still runs 1.0.0",
         "entity_id": "update.garden_34_56_firmware",
     }
+
+
+async def test_the_server_listens_only_while_a_grant_is_live(
+    hass: HomeAssistant,
+    socket_enabled: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The port is open while a device may download (a live grant), closed at the next
+    idle check after the last grant ended, and opened again, the same server with its
+    grants, for the next install."""
+    monkeypatch.setattr("custom_components.esp_ota.const.FIRMWARE_SERVER_HOST", "127.0.0.1")
+    monkeypatch.setattr("custom_components.esp_ota.const.FIRMWARE_SERVER_PORT", 0)
+    data = build_app_image(version="1.1.0")
+    sha256 = hashlib.sha256(data).hexdigest()
+    (tmp_path / f"{sha256}.bin").write_bytes(data)
+    image = StoredImage(
+        path=tmp_path / f"{sha256}.bin", sha256=sha256, size=len(data), info=parse_image(data)
+    )
+
+    async def accepts(port: int) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except ConnectionRefusedError:
+            return False
+        writer.close()
+        return True
+
+    def idle_check_passes() -> None:
+        async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=SERVER_IDLE_CHECK_S + 1))
+
+    service = FirmwareService(hass)
+    try:
+        server = await service.async_server_for("127.0.0.1")
+        grant = server.grant(image, device_id="d", ttl_s=600)
+        port = server.port
+        idle_check_passes()
+        await hass.async_block_till_done()
+        assert await accepts(port), "closed while a grant was live"
+        server.revoke(grant.token)
+        idle_check_passes()
+        await hass.async_block_till_done()
+        assert not await accepts(port), "still listening with no grant live"
+        again = await service.async_server_for("127.0.0.1")
+        assert again is server
+        assert await accepts(again.port)
+        renewed = server.grant(image, device_id="d", ttl_s=600)
+        idle_check_passes()
+        await hass.async_block_till_done()
+        assert await accepts(again.port)
+        server.revoke(renewed.token)
+    finally:
+        await service.async_close()
+    assert service.server is None

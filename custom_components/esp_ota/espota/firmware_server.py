@@ -11,6 +11,10 @@ Requests are answered as esp_https_ota expects: HEAD with Content-Length and
 the end clamped to the file, ``bytes=N-`` resumption) with 206 and Content-Range, 416 past
 the end. Files are read from disk in chunks in worker threads, one chunk ahead of the
 socket, so memory stays constant whatever the image size and however many devices pull.
+
+The port listens on the LAN and answers before any token is checked, so what a client
+without one can hold is bounded by its BoundedListener (bounded_listener.py). A request
+without a valid token is answered 401 and its connection closed.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import logging
 import os
 import re
 import secrets
-import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ from typing import Final
 from aiohttp import web
 from yarl import URL
 
+from .bounded_listener import BoundedListener
 from .certificates import ServerCertificate
 from .firmware_store import StoredImage
 
@@ -45,8 +49,12 @@ REALM: Final = "esp-ota-firmware"
 CHUNK_SIZE: Final = 64 * 1024
 # Expired grants stay known this long (bytes_served still answers), then are dropped.
 _EXPIRED_GRANT_RETENTION_S: Final = 3600.0
+
+
 _RANGE: Final = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-_BEARER: Final = re.compile(r"^\s*bearer\s+(\S+)\s*$", re.IGNORECASE)
+# RFC 6750's b64token, ASCII only: a header's other bytes (Latin-1, undecodable UTF-8)
+# never reach the lookup.
+_BEARER: Final = re.compile(r"^\s*bearer\s+([A-Za-z0-9\-._~+/]+=*)\s*$", re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +132,8 @@ class FirmwareServer:
         self._requested_port = port
         self._certificate = certificate
         self._grants: dict[bytes, _GrantState] = {}
-        self._runner: web.AppRunner | None = None
+        self._listener = BoundedListener(self._handle)
         self._port: int | None = None
-        self._front_context: ssl.SSLContext | None = None
-        self._context: ssl.SSLContext | None = None
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -148,48 +154,35 @@ class FirmwareServer:
         """The certificate new connections are served with."""
         return self._certificate
 
+    @property
+    def listening(self) -> bool:
+        """Whether the server is started (close() stops it; start() again resumes)."""
+        return self._listener.listening
+
+    @property
+    def connection_count(self) -> int:
+        """Connections open now (from accept() until they are lost)."""
+        return self._listener.connection_count
+
     async def start(self) -> None:
-        """Listen. Raises OSError when the address cannot be bound."""
-        if self._runner is not None:
+        """Listen (again after close(), with the grants kept). Raises OSError when the
+        address cannot be bound."""
+        if self._listener.listening:
             raise RuntimeError("the firmware server is already started")
         context = await asyncio.to_thread(self._certificate.ssl_context)
-        # The listening socket keeps this context; its SNI callback hands each new
-        # handshake the current one, so set_certificate() needs no restart.
-        context.sni_callback = self._choose_context
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self._host, self._requested_port, ssl_context=context)
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._front_context = self._context = context
-        self._runner = runner
-        self._port = runner.addresses[0][1]
+        await self._listener.start(self._host, self._requested_port, context)
+        self._port = self._listener.port
         _LOGGER.debug("Firmware server listening on %s:%s", self._host, self._port)
 
     async def close(self) -> None:
         """Stop listening and end the downloads in progress. Grants are kept."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
+        await self._listener.close()
         self._port = None
 
     async def set_certificate(self, certificate: ServerCertificate) -> None:
         """Serve `certificate` from the next handshake on (connections open keep theirs)."""
-        if self._front_context is not None:
-            self._context = await asyncio.to_thread(certificate.ssl_context)
+        await self._listener.set_context(certificate.ssl_context)
         self._certificate = certificate
-
-    def _choose_context(
-        self, ssl_object: ssl.SSLObject | ssl.SSLSocket, _server_name: str | None, _: object
-    ) -> None:
-        # Called for every handshake, with or without SNI (devices told an IP send none).
-        if self._context is not None and self._context is not self._front_context:
-            ssl_object.context = self._context
 
     # --- grants -----------------------------------------------------------------
 
@@ -249,6 +242,11 @@ class FirmwareServer:
         state = self._grants.get(_key(token))
         return state.bytes_served if state is not None else 0
 
+    def has_live_grant(self) -> bool:
+        """Whether any grant is unexpired and not revoked: a device may still download."""
+        now = time.time()
+        return any(state.grant.expires_at > now for state in self._grants.values())
+
     def _drop_expired(self, now: float) -> None:
         cutoff = now - _EXPIRED_GRANT_RETENTION_S
         for key in [k for k, s in self._grants.items() if s.grant.expires_at < cutoff]:
@@ -256,14 +254,17 @@ class FirmwareServer:
 
     # --- requests ---------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         state = self._authorized(request)
         if state is None:
-            return web.Response(
+            refused = web.Response(
                 status=401,
                 text="a valid download token is required\n",
                 headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
             )
+            # Without a token a client has nothing to ask for next: its connection goes.
+            refused.force_close()
+            return refused
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, headers={"Allow": "GET, HEAD"})
         if request.path != state.grant.path:
@@ -275,7 +276,7 @@ class FirmwareServer:
             return web.Response(status=404, text="not found\n")
         return await self._serve(request, state)
 
-    def _authorized(self, request: web.Request) -> _GrantState | None:
+    def _authorized(self, request: web.BaseRequest) -> _GrantState | None:
         match = _BEARER.match(request.headers.get("Authorization", ""))
         if match is None:
             _LOGGER.debug("Refused %s %s: no download token", request.method, request.path)
@@ -288,7 +289,7 @@ class FirmwareServer:
             return None
         return state
 
-    async def _serve(self, request: web.Request, state: _GrantState) -> web.StreamResponse:
+    async def _serve(self, request: web.BaseRequest, state: _GrantState) -> web.StreamResponse:
         size = state.size
         headers = {
             "Accept-Ranges": "bytes",
@@ -332,7 +333,14 @@ class FirmwareServer:
             response.content_length = length
             await response.prepare(request)
             if request.method == "GET":
-                sent = await self._send(response, descriptor, start, length, state)
+                try:
+                    sent = await self._send(response, descriptor, start, length, state)
+                except ConnectionError as err:
+                    # The device hung up mid-body (power loss, a dropped link, an abort):
+                    # routine, and it resumes with a Range request. aiohttp would log it
+                    # as a 500 with a traceback, once per dropped download.
+                    _LOGGER.debug("Device %s hung up: %s", state.grant.device_id, err)
+                    return response
                 if not sent:
                     # The file shrank under us (it should not: the store pins it). Close
                     # rather than end the body, so the device sees the download break.
