@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from custom_components.esp_ota.espota import device_client
-from custom_components.esp_ota.espota.device_client import DeviceClient
+from custom_components.esp_ota.espota.device_client import MAX_ANSWER_BYTES, DeviceClient
 from custom_components.esp_ota.espota.errors import (
     CertificateMismatchError,
     DeviceBusyError,
@@ -621,3 +622,197 @@ async def test_each_request_closes_its_connection(
     await client.info()
     assert [request.keep_alive for request in stub.requests[-2:]] == [False, False]
     assert peers[0] != peers[1]  # a new connection, from its own port, each time
+
+
+# --- what a hostile device answers ----------------------------------------------------
+
+
+def endless(chunk: bytes, *, status: int = 200, pause_s: float = 0.0) -> Handler:
+    """A handler that writes `chunk` again and again (no Content-Length) until the client
+    goes away; `sent` (its attribute) counts the bytes it wrote."""
+    sent = [0]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(chunk)
+                sent[0] += len(chunk)
+                await asyncio.sleep(pause_s)
+        return response
+
+    handler.sent = sent  # type: ignore[attr-defined]
+    return handler
+
+
+def padded(document: dict[str, Any], size: int) -> bytes:
+    """The document as JSON of exactly `size` bytes (a pad field filling the rest)."""
+    bare = json.dumps({**document, "pad": ""}).encode()
+    return json.dumps({**document, "pad": "x" * (size - len(bare))}).encode()
+
+
+async def test_an_answer_is_read_up_to_the_cap(
+    stub: StubDevice, session: aiohttp.ClientSession
+) -> None:
+    """A body of MAX_ANSWER_BYTES is read; one byte more, declared or streamed without an
+    end, is a DeviceProtocolError naming the cap, long before the request's timeout, on
+    every request (answers, refusals, the start)."""
+    client = client_of(stub, session, timeout=30)
+    assert len(padded(INFO, MAX_ANSWER_BYTES)) == MAX_ANSWER_BYTES
+    stub.answer("/info", json.loads(padded(INFO, MAX_ANSWER_BYTES)))
+    assert (await client.info()).mac == INFO["mac"]
+    stub.answer("/info", json.loads(padded(INFO, MAX_ANSWER_BYTES + 1)))  # Content-Length
+    with pytest.raises(DeviceProtocolError, match=f"{MAX_ANSWER_BYTES} at most"):
+        await client.info()
+
+    flood = endless(b"[" * 4096)
+    for path in ("/info", "/ota", "/ota/abort"):
+        stub.routes[f"/api/v1{path}"] = flood
+    stub.routes["/api/v1/ota/confirm"] = endless(b" " * 4096, status=409)
+    requests: list[Callable[[], Awaitable[Any]]] = [
+        client.info,
+        client.ota_status,
+        client.abort_ota,
+        client.confirm,
+        lambda: client.start_ota(url="u", sha256="s", size=1, version="v", cert_pem="c"),
+    ]
+    for request in requests:
+        with pytest.raises(DeviceProtocolError, match=f"larger than {MAX_ANSWER_BYTES} bytes"):
+            await request()
+    # The device was cut off: what it wrote is the cap and the sockets' buffers, not what
+    # it could write in the 30 s timeout.
+    assert flood.sent[0] < 4 * len(requests) * 1024 * 1024  # type: ignore[attr-defined]
+
+
+async def test_a_dripping_answer_ends_at_the_timeout(
+    stub: StubDevice, session: aiohttp.ClientSession
+) -> None:
+    """A body that never ends but comes a byte at a time ends with the request's timeout."""
+    stub.routes["/api/v1/info"] = endless(b" ", pause_s=0.02)
+    with pytest.raises(DeviceTimeoutError):
+        await client_of(stub, session, timeout=0.3).info()
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000  # 400 KB of nested arrays
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (DEEP, "larger than|at most"),
+        (
+            json.dumps({**INFO, "extra": "@"}).encode().replace(b'"@"', b"[" * 20 + b"]" * 20),
+            "nested deeper than 16",
+        ),
+        (
+            json.dumps({**INFO, "uptime_s": "@"}).encode().replace(b'"@"', b"9" * 400),
+            "integer of 400 digits",
+        ),
+        (
+            json.dumps({**INFO, "last_ota": {**STATUS, "bytes_written": 10**30}}).encode(),
+            "integer of 31 digits",
+        ),
+        (
+            json.dumps({**INFO, "uptime_s": "@"}).encode().replace(b'"@"', b"1e999"),
+            "beyond a float",
+        ),
+        (json.dumps({**INFO, "extra": float("nan")}).encode(), "NaN"),
+        (
+            json.dumps({**INFO, "project": "\u00e9"}, ensure_ascii=False).encode("latin-1"),
+            "not UTF-8",
+        ),
+        (json.dumps(INFO).encode()[:-1] + b', "mac": "24:0a:c4:00:00:02"}', "key 'mac' twice"),
+        (json.dumps({**INFO, "version": "\ud800"}).encode(), r"info\.version: not Unicode"),
+        (b"null", "expected a JSON object"),
+        (b"\xef\xbb\xbf" + json.dumps(INFO).encode(), "not JSON"),
+    ],
+    ids=[
+        "deep-400KB",
+        "deep-field",
+        "huge-integer",
+        "integer-beyond-64-bits",
+        "huge-float",
+        "nan",
+        "latin-1",
+        "duplicate-key",
+        "lone-surrogate",
+        "null",
+        "bom",
+    ],
+)
+async def test_hostile_json_is_a_protocol_error(
+    stub: StubDevice, session: aiohttp.ClientSession, body: bytes, match: str
+) -> None:
+    """JSON no device sends (or text that is not JSON) is a DeviceProtocolError, never a
+    RecursionError, OverflowError, UnicodeDecodeError or a model holding it."""
+    stub.answer("/info", body)
+    with pytest.raises(DeviceProtocolError, match=match):
+        await client_of(stub, session).info()
+
+
+async def test_actions_and_refusals_answer_objects(
+    stub: StubDevice, session: aiohttp.ClientSession
+) -> None:
+    """Every answer is a JSON object: an action answered with another value, or a refusal
+    whose body is not an object, is a protocol error."""
+    client = client_of(stub, session)
+    stub.answer("/ota/abort", [])
+    with pytest.raises(DeviceProtocolError, match="expected a JSON object"):
+        await client.abort_ota()
+    stub.answer("/reboot", 5)
+    with pytest.raises(DeviceProtocolError, match="expected a JSON object"):
+        await client.reboot()
+    stub.answer("/ota/confirm", ["ESP_FAIL"], status=409)
+    with pytest.raises(DeviceProtocolError, match="expected a JSON object"):
+        await client.confirm()
+
+
+async def test_redirects_and_compression_are_not_followed(
+    stub: StubDevice, session: aiohttp.ClientSession
+) -> None:
+    """A device answers; it never sends the client (and its secret) elsewhere, and never
+    compresses (the client asks for identity, and reads bodies as they are: a compressed
+    one could inflate past the cap)."""
+    client = client_of(stub, session)
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/api/v1/elsewhere")
+
+    stub.routes["/api/v1/ota"] = moved
+    stub.answer("/elsewhere", STATUS)
+    with pytest.raises(DeviceProtocolError, match="HTTP 302"):
+        await client.ota_status()
+    assert [request.path for request in stub.requests] == ["/api/v1/ota"]
+
+    async def compressed(request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            body=gzip.compress(json.dumps(INFO).encode()),
+            headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+        )
+
+    stub.routes["/api/v1/info"] = compressed
+    with pytest.raises(DeviceProtocolError, match=r"not UTF-8|not JSON"):
+        await client.info()
+    assert stub.requests[-1].headers["Accept-Encoding"] == "identity"
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b'{"id": 1, "type": "start", "x": ' + b"[" * 17 + b"]" * 17 + b"}", "deeper"),
+        (b'{"id": 1' + b"0" * 400 + b', "type": "start"}', "integer of 401 digits"),
+        (b'{"id": 1, "type": "start", "ota_id": "\xff"}', "not UTF-8"),
+        (b'{"id": 1, "type": "start", "type": "reboot"}', "twice"),
+        (b'{"id": 1, "type": "start", "ota_id": "\\udfff"}', "not Unicode"),
+    ],
+    ids=["deep", "huge-id", "not-utf-8", "duplicate-key", "lone-surrogate"],
+)
+async def test_hostile_events_are_protocol_errors(
+    stub: StubDevice, session: aiohttp.ClientSession, data: bytes, match: str
+) -> None:
+    """An event's data is decoded as strictly as an answer."""
+    stub.stream(b"data: " + data + b"\n\n")
+    with pytest.raises(DeviceProtocolError, match=match):
+        async for _ in client_of(stub, session).events(reconnect=False):
+            pass

@@ -8,6 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from custom_components.esp_ota.espota.errors import UpdateJobRecordError
 from custom_components.esp_ota.espota.job_record import (
@@ -237,3 +239,139 @@ def test_new_record() -> None:
         new_record(mac="m", from_version=OLD, to_version=NEW, from_partition=None).job_id
         != record.job_id
     )
+
+
+# --- hostile stored data ---------------------------------------------------------------
+
+
+def nested(depth: int, *, as_object: bool = False) -> Any:
+    """A value `depth` lists (or objects) deep."""
+    value: Any = {} if as_object else []
+    for _ in range(depth):
+        value = {"k": value} if as_object else [value]
+    return value
+
+
+HOSTILE_VALUES = {
+    "deep-list": nested(200_000),
+    "deep-object": nested(200_000, as_object=True),
+    "1000-deep": nested(1000),
+    "integer-5000-digits": 10**4999,
+    "integer-beyond-64-bits": 2**64,
+    "negative-beyond-64-bits": -(2**63) - 1,
+    "huge-float": 1e308,
+    "long-string": "x" * 1_000_000,
+    "lone-surrogate": "\ud800",
+}
+FIELDS = [*full_record().to_dict(), "extra"]
+
+
+def storable(record: UpdateJobRecord) -> None:
+    """What Home Assistant's storage needs: UTF-8 JSON, integers of 64 bits at most."""
+    data = record.to_dict()
+    values = [*data.values(), *(data["download"] or {}).values()]
+    assert all(-(2**63) <= value < 2**63 for value in values if isinstance(value, int))
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    text.encode()
+    assert UpdateJobRecord.from_dict(json.loads(text)) == record
+
+
+@pytest.mark.parametrize("name", FIELDS)
+@pytest.mark.parametrize("hostile", HOSTILE_VALUES.values(), ids=HOSTILE_VALUES)
+def test_a_hostile_value_in_any_field(name: str, hostile: Any) -> None:
+    """Deep, huge or wrong in any field (or inside the grant): an UpdateJobRecordError, or
+    a record that stores again (a long message is one), never another exception."""
+    for data in (
+        full_record().to_dict() | {name: hostile},
+        full_record().to_dict() | {"download": GRANT.to_dict() | {name: hostile}},
+        hostile,
+    ):
+        try:
+            record = UpdateJobRecord.from_dict(data)
+        except UpdateJobRecordError:
+            continue
+        storable(record)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"format": nested(200_000)}, "^format: expected 1, got a list$"),
+        ({"format": 10**4999}, r"^format: expected 1, got an integer of \d+ bits$"),
+        ({"download": {10**4999: 1}}, r"^download: .*\(fields an integer of \d+ bits\)$"),
+        ({"download": {"x" * 10_000: 1}}, r"^download: .*'x{60}'\.\.\.\)$"),
+        ({"size": 2**64}, "^size: out of range"),
+        ({"bytes_written": 10**30}, "^bytes_written: out of range"),
+        ({"created_at": 10**400}, "^created_at: out of range"),
+        ({"mac": "\udc00"}, "^mac: not Unicode text"),
+        ({"step": "x" * 10_000}, r"^step: unknown value 'x{60}'\.\.\.$"),
+    ],
+    ids=[
+        "deep-format",
+        "huge-format",
+        "huge-grant-key",
+        "long-grant-key",
+        "size-beyond-64-bits",
+        "bytes-beyond-64-bits",
+        "time-beyond-64-bits",
+        "lone-surrogate",
+        "long-step",
+    ],
+)
+def test_hostile_values_are_named_briefly(change: dict[str, Any], match: str) -> None:
+    """The error names the field and shows a hostile value in a few words: never its repr
+    (a deep list recurses, an integer of 5000 digits raises), never a megabyte of it."""
+    with pytest.raises(UpdateJobRecordError, match=match):
+        UpdateJobRecord.from_dict(full_record().to_dict() | change)
+
+
+JSON_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([2**63 - 1, 2**63, -(2**63) - 1, 10**400])
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+VALID = full_record().to_dict()
+# Values a field may hold in some record, so that records get past their first field.
+PLAUSIBLE = st.sampled_from(
+    [None, True, False, 0, "", "a" * 64, *UpdateStep, *FailureReason, GRANT.to_dict()]
+)
+FIELD_VALUES = (
+    PLAUSIBLE
+    | st.sampled_from(list(HOSTILE_VALUES.values()))
+    | JSON_VALUES
+    | st.integers(1, 3000).map(nested)
+    | st.integers(1, 300).map(lambda depth: nested(depth, as_object=True))
+)
+RECORD_LIKE = st.builds(
+    lambda changes, grant, dropped: {
+        name: value
+        for name, value in (VALID | {"download": GRANT.to_dict() | grant} | changes).items()
+        if name not in dropped
+    },
+    st.dictionaries(st.sampled_from(FIELDS), FIELD_VALUES, max_size=3),
+    st.dictionaries(
+        st.sampled_from(["token", "expires_at", "host", "direct"]), FIELD_VALUES, max_size=2
+    ),
+    st.sets(st.sampled_from(FIELDS), max_size=2),
+)
+
+
+@given(st.one_of(JSON_VALUES, RECORD_LIKE))
+def test_fuzz_the_record_reader(data: Any) -> None:
+    """Any JSON value, or a record with any of its fields replaced by one: a record that
+    stores again, or an UpdateJobRecordError."""
+    try:
+        record = UpdateJobRecord.from_dict(data)
+    except UpdateJobRecordError:
+        return
+    storable(record)

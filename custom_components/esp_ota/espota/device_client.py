@@ -4,13 +4,17 @@ a pinned certificate, and the event stream's framing. The models are protocol.py
 The aiohttp session is injected. The device's self-signed certificate is pinned by the
 SHA-256 fingerprint of its DER encoding: `fetch_certificate_fingerprint()` reads it once
 (trust on first use), and every later request refuses any other certificate.
+
+A device is a peer on the network, not trusted with Home Assistant's memory or its event
+loop: an answer's body is read up to MAX_ANSWER_BYTES (an event up to MAX_EVENT_BYTES),
+never as a whole, within the request's timeout, and decoded by json_reader.decode_json.
+Whatever it answers, the client raises DeviceError's types only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -29,6 +33,7 @@ from .errors import (
     DeviceUnauthorizedError,
     DeviceUnreachableError,
 )
+from .json_reader import decode_json
 from .protocol import (
     API_PREFIX,
     ESP_ERR_INVALID_STATE,
@@ -45,6 +50,11 @@ from .protocol import (
 _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT: Final = 10.0
+# The largest answer of protocol v1 is GET /api/v1/info's, 2560 bytes at most (the C
+# agent's buffer for it, every string escaped at worst; a usual one is 600 bytes). 64 KiB
+# leaves 25 times that for a firmware's longer names and messages, and is what a device
+# can make Home Assistant hold for one answer (docs/protocol.md, "Endpoints").
+MAX_ANSWER_BYTES: Final = 64 * 1024
 # The device sends a keep-alive comment every 15 s on an idle event stream.
 EVENT_STREAM_READ_TIMEOUT: Final = 45.0
 # An event is a few hundred bytes; anything this large is not protocol v1.
@@ -68,18 +78,18 @@ def _read_only_tls() -> ssl.SSLContext:
 _READ_ONLY_TLS: Final = _read_only_tls()
 
 
-async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
+async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
     """The `data` of each server-sent event (comments, `id:` and `event:` lines skipped:
     the JSON repeats id and type); several data lines join with newlines, as the SSE
-    format says."""
-    data: list[str] = []
+    format says. Bytes: the JSON's decoding checks they are UTF-8."""
+    data: list[bytes] = []
     size = 0
     while raw_line := await content.readline(max_line_length=MAX_EVENT_BYTES):
-        line = raw_line.decode("utf-8", errors="replace").rstrip("\r\n")
+        line = raw_line.rstrip(b"\r\n")
         if line:
-            name, _, value = line.partition(":")
-            if name == "data":
-                data.append(value.removeprefix(" "))
+            name, _, value = line.partition(b":")
+            if name == b"data":
+                data.append(value.removeprefix(b" "))
                 size += len(raw_line)
                 if size > MAX_EVENT_BYTES:
                     raise DeviceProtocolError(
@@ -87,8 +97,26 @@ async def _sse_data(content: aiohttp.StreamReader) -> AsyncIterator[str]:
                     )
             continue
         if data:
-            yield "\n".join(data)
+            yield b"\n".join(data)
         data, size = [], 0
+
+
+async def _read_answer(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The body, read as it comes and never past MAX_ANSWER_BYTES: an endless or dripping
+    body costs that much memory at most, and the request's timeout."""
+    declared = response.content_length
+    if declared is not None and declared > MAX_ANSWER_BYTES:
+        raise DeviceProtocolError(
+            f"{what}: a body of {declared} bytes (answers are {MAX_ANSWER_BYTES} at most)"
+        )
+    body = bytearray()
+    while chunk := await response.content.read(MAX_ANSWER_BYTES + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_ANSWER_BYTES:
+            raise DeviceProtocolError(
+                f"{what}: a body larger than {MAX_ANSWER_BYTES} bytes, the most an answer is"
+            )
+    return bytes(body)
 
 
 class DeviceClient:
@@ -156,7 +184,13 @@ class DeviceClient:
         return aiohttp.Fingerprint(digest)
 
     def _headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._secret}", **(extra or {})}
+        # identity: bodies are read undecoded (auto_decompress=False), so a compressed one
+        # could not inflate past the cap; no device compresses anyway.
+        return {
+            "Authorization": f"Bearer {self._secret}",
+            "Accept-Encoding": "identity",
+            **(extra or {}),
+        }
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
         url = f"{self.base_url}{path}"
@@ -170,21 +204,23 @@ class DeviceClient:
                 # ESP32's HTTPS server has, and 256 KiB of buffers here, per device.
                 headers=self._headers({"Connection": "close"}),
                 ssl=self._ssl(),
+                # The total bounds the body's reading too: a dripping body ends there.
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
+                # A device answers, it never sends the client (and its secret) elsewhere.
+                allow_redirects=False,
+                auto_decompress=False,
             ) as response:
-                if response.status == 401:
+                status = response.status
+                if status == 401:
                     raise DeviceUnauthorizedError(f"{self.host} refused the device secret")
-                not_json = DeviceProtocolError(
-                    f"{method} {path}: HTTP {response.status} with a body that is not JSON"
-                )
-                try:
-                    data = await response.json(content_type=None)
-                except (ValueError, aiohttp.ContentTypeError) as err:
-                    raise not_json from err
-                if data is None:  # an empty body
-                    raise not_json
-                if response.status >= 400:
-                    raise self._refusal(method, path, response.status, data)
+                what = f"{method} {path}: HTTP {status}"
+                if not 200 <= status < 300 and status < 400:
+                    raise DeviceProtocolError(f"{what}, not an answer of protocol v1")
+                data = decode_json(await _read_answer(response, what), what, DeviceProtocolError)
+                if not isinstance(data, dict):
+                    raise DeviceProtocolError(f"{what}: expected a JSON object")
+                if status >= 400:
+                    raise self._refusal(method, path, status, data)
                 return data
         except aiohttp.ServerFingerprintMismatch as err:
             raise CertificateMismatchError(
@@ -308,6 +344,8 @@ class DeviceClient:
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=self._timeout, sock_read=EVENT_STREAM_READ_TIMEOUT
                 ),
+                allow_redirects=False,
+                auto_decompress=False,
             ) as response:
                 if response.status == 401:
                     raise DeviceUnauthorizedError(f"{self.host} refused the device secret")
@@ -334,9 +372,5 @@ class DeviceClient:
             raise DeviceUnreachableError(f"event stream of {self.host}: session closed") from err
 
     @staticmethod
-    def _decode_event(data: str) -> DeviceEvent:
-        try:
-            decoded = json.loads(data)
-        except ValueError as err:
-            raise DeviceProtocolError(f"event data is not JSON: {data[:80]!r}") from err
-        return parse_device_event(decoded)
+    def _decode_event(data: bytes) -> DeviceEvent:
+        return parse_device_event(decode_json(data, "event data", DeviceProtocolError))

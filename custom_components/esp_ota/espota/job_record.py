@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from .errors import UpdateJobRecordError
-from .json_reader import JsonReader
+from .json_reader import JsonReader, shown
 
 # The version of UpdateJobRecord.to_dict()'s layout.
 RECORD_FORMAT: Final = 1
@@ -63,6 +63,7 @@ class FailureReason(StrEnum):
     IMAGE_UNAVAILABLE = "image_unavailable"  # the image could not be prepared
     IMAGE_INVALID = "image_invalid"  # corrupt, wrong size or sha256
     IMAGE_MISMATCH = "image_mismatch"  # does not fit the device (or the release)
+    NO_SPACE = "no_space"  # no room to store the image, even after evicting older ones
     DEVICE_BUSY = "device_busy"  # the device already runs another OTA
     DEVICE_REFUSED = "device_refused"  # the device refused (error name in record.error)
     DEVICE_UNREACHABLE = "device_unreachable"  # could not reach it while it should be there
@@ -155,7 +156,8 @@ class UpdateJobRecord:
         was the source's own object); anything else is an UpdateJobRecordError."""
         reader = JsonReader(data, "", UpdateJobRecordError)
         if data.get("format") != RECORD_FORMAT:
-            raise reader.fail("format", f"expected {RECORD_FORMAT}, got {data.get('format')!r}")
+            got = shown(data.get("format"))
+            raise reader.fail("format", f"expected {RECORD_FORMAT}, got {got}")
         sha256 = reader.text("sha256")
         if sha256 and not _SHA256.match(sha256):
             raise reader.fail("sha256", "not 64 lowercase hex digits")
@@ -200,7 +202,7 @@ def _read_download(value: Any, reader: JsonReader) -> DownloadGrant | None:
     ):
         return None
     grant = reader.child("download")  # refuses anything but an object
-    unknown = [repr(key) for key in value if key not in _GRANT_FIELDS]
+    unknown = [shown(key) for key in value if key not in _GRANT_FIELDS]
     if unknown:
         raise reader.fail(
             "download", f"neither a download grant nor direct (fields {', '.join(unknown)})"
