@@ -4,10 +4,14 @@ However many devices follow a feed, it is requested once per interval, condition
 A failing or invalid feed keeps the last good copy: nothing turns unavailable, the failure
 is logged once (and its recovery once), and a repair issue is raised after a sustained
 failure, or at once for a bad signature; it clears itself when the feed recovers.
+
+The URL may carry an access token (query) or a password: names, log lines and repair
+issues show it redacted, and the repair issue's id is made from a hash of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import timedelta
 from typing import Final
@@ -24,6 +28,7 @@ from .espota.errors import FeedError, FeedSignatureError
 from .espota.feed import Feed
 from .espota.feed_client import FeedClient
 from .espota.feed_signing import load_public_key
+from .espota.urls import redacted_url
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,23 +48,26 @@ class FeedCoordinator(DataUpdateCoordinator[Feed]):
         url: str,
         public_key: Ed25519PublicKey | None,
     ) -> None:
+        self.url = url
+        self.shown_url = redacted_url(url)  # what names, logs and issues show
         super().__init__(
             hass,
             _LOGGER,
             config_entry=None,  # shared between entries, owned by the registry
-            name=f"ESP OTA feed {url}",
+            name=f"ESP OTA feed {self.shown_url}",  # in the coordinator's own log lines
             update_interval=FEED_UPDATE_INTERVAL,
             always_update=False,
         )
-        self.url = url
         self.client = FeedClient(async_get_clientsession(hass), url, public_key=public_key)
         self.consecutive_failures = 0
         self.last_error: str | None = None
 
     @property
     def repair_issue_id(self) -> str:
-        """The repair issue of this feed (one per URL)."""
-        return f"feed_unavailable_{self.url}"
+        """The repair issue of this feed: one per URL, named by a hash that keeps a token
+        in the URL out of the issue registry."""
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return f"feed_unavailable_{digest}"
 
     async def _async_update_data(self) -> Feed:
         try:
@@ -67,7 +75,9 @@ class FeedCoordinator(DataUpdateCoordinator[Feed]):
         except FeedError as err:
             return self._failed(err)
         if self.consecutive_failures:
-            _LOGGER.info("Feed %s is back after %s failures", self.url, self.consecutive_failures)
+            _LOGGER.info(
+                "Feed %s is back after %s failures", self.shown_url, self.consecutive_failures
+            )
             ir.async_delete_issue(self.hass, DOMAIN, self.repair_issue_id)
         self.consecutive_failures = 0
         self.last_error = None
@@ -82,7 +92,7 @@ class FeedCoordinator(DataUpdateCoordinator[Feed]):
         self.last_error = str(err)
         if self.consecutive_failures == 1 and self.data is not None:
             # (Without a good copy the coordinator itself logs the UpdateFailed, once.)
-            _LOGGER.warning("Feed %s failed, keeping the last good copy: %s", self.url, err)
+            _LOGGER.warning("Feed %s failed, keeping the last good copy: %s", self.shown_url, err)
         if isinstance(err, FeedSignatureError) or (
             self.consecutive_failures >= FAILURES_BEFORE_REPAIR
         ):
@@ -95,14 +105,14 @@ class FeedCoordinator(DataUpdateCoordinator[Feed]):
                 translation_key=(
                     "feed_bad_signature" if isinstance(err, FeedSignatureError) else "feed_failing"
                 ),
-                translation_placeholders={"url": self.url, "error": str(err)},
+                translation_placeholders={"url": self.shown_url, "error": str(err)},
             )
         if self.data is None:
             # Nothing good yet: report the failure (entities show no offer meanwhile).
             raise UpdateFailed(
                 translation_domain=DOMAIN,
                 translation_key="feed_failed",
-                translation_placeholders={"url": self.url, "error": str(err)},
+                translation_placeholders={"url": self.shown_url, "error": str(err)},
             ) from err
         return self.data
 
@@ -128,6 +138,8 @@ class FeedCoordinators:
             public_key = load_public_key(public_key_text) if public_key_text else None
             coordinator = FeedCoordinator(self._hass, url, public_key)
             self.coordinators[key] = coordinator
+            # Earlier versions named the issue by the URL itself, token and all.
+            ir.async_delete_issue(self._hass, DOMAIN, f"feed_unavailable_{url}")
             await coordinator.async_refresh()
         self._users.setdefault(key, set()).add(entry_id)
         return coordinator

@@ -45,6 +45,10 @@ FEED = {
 }
 
 
+# An access token in the feed's URL: no error message may show it.
+SECRET = "SECRET123"
+
+
 @dataclass
 class FeedServer:
     """What the test server serves and what it saw."""
@@ -111,6 +115,10 @@ class FeedServer:
     async def always_304(self, request: web.Request) -> web.Response:
         return web.Response(status=304)
 
+    async def leaky_redirect(self, request: web.Request) -> web.Response:
+        """A redirect aiohttp refuses, naming its target (with a token) in its error."""
+        raise web.HTTPFound(f"ftp://user:{SECRET}@fw.example.com/feed.json?token={SECRET}")
+
 
 @pytest.fixture
 async def feed_server(socket_enabled: None) -> AsyncIterator[FeedServer]:
@@ -124,6 +132,7 @@ async def feed_server(socket_enabled: None) -> AsyncIterator[FeedServer]:
     app.router.add_get("/streamed.json", server.streamed)
     app.router.add_get("/truncated.json", server.truncated)
     app.router.add_get("/always-304.json", server.always_304)
+    app.router.add_get("/leaky-redirect.json", server.leaky_redirect)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -450,3 +459,56 @@ def test_offline_verification_is_exported() -> None:
     verify_feed_signature(body, sign_feed(body, key), public_key_text(key))
     with pytest.raises(FeedSignatureError):
         verify_feed_signature(body + b"\n", sign_feed(body, key), public_key_text(key))
+
+
+@pytest.mark.parametrize("credentials", ["query", "userinfo"])
+@pytest.mark.parametrize(
+    ("failure", "error", "shown"),
+    [
+        ("404", FeedHttpError, "feed server answered HTTP 404 for {base}/feed.json{q}"),
+        ("sig 503", FeedHttpError, "feed server answered HTTP 503 for {base}/feed.json.sig{q}"),
+        ("not signed", FeedSignatureError, "not signed ({base}/feed.json.sig{q} not found)"),
+        ("timeout", FeedTimeoutError, "{base}/feed.json{q} did not answer within 0.2 s"),
+        ("oversized", FeedFormatError, "{base}/streamed.json{q} is larger than 1048576 bytes"),
+        ("truncated", FeedConnectionError, "could not fetch {base}/truncated.json{q}: "),
+        ("redirect", FeedConnectionError, "ftp://fw.example.com/feed.json?REDACTED"),
+    ],
+)
+async def test_errors_never_show_a_token_or_password_of_the_url(
+    feed_server: FeedServer,
+    session: aiohttp.ClientSession,
+    *,
+    credentials: str,
+    failure: str,
+    error: type[Exception],
+    shown: str,
+) -> None:
+    """The URL in every error is redacted (query ?REDACTED, no user:password); the
+    request still went to the real URL, token and all."""
+    path = {"oversized": "/streamed.json", "truncated": "/truncated.json"}.get(
+        failure, "/leaky-redirect.json" if failure == "redirect" else "/feed.json"
+    )
+    host = feed_server.base_url.removeprefix("http://")
+    if credentials == "query":
+        url, query = f"http://{host}{path}?token={SECRET}", "?REDACTED"
+    else:
+        url, query = f"http://user:{SECRET}@{host}{path}", ""
+    key = None
+    if failure == "404":
+        feed_server.status = 404
+    elif failure in ("sig 503", "not signed"):
+        key = generate_signing_key().public_key()
+        feed_server.signature = b"x" if failure == "sig 503" else None
+        feed_server.sig_status = 503
+    elif failure == "timeout":
+        feed_server.delay = 2
+    client = FeedClient(session, url, public_key=key, timeout=0.2)
+    with pytest.raises(error) as caught:
+        await client.fetch()
+    message = str(caught.value)
+    assert SECRET not in message
+    assert shown.format(base=feed_server.base_url, q=query) in message
+    if isinstance(caught.value, FeedHttpError):
+        assert SECRET in caught.value.url  # the attribute is the URL requested
+    if credentials == "query" and feed_server.requests:
+        assert feed_server.requests[0][0].endswith(f"?token={SECRET}")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
+import os
+import re
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -19,6 +24,7 @@ from custom_components.esp_ota.espota.errors import (
     FirmwareDownloadError,
     FirmwareIntegrityError,
     FirmwareMismatchError,
+    FirmwareStorageError,
     FirmwareTooLargeError,
 )
 from custom_components.esp_ota.espota.feed import Channel, Release
@@ -640,6 +646,49 @@ async def test_invalid_url(store: FirmwareStore) -> None:
         await store.fetch(release_for("http://", data), DEVICE)
 
 
+@pytest.mark.parametrize("credentials", ["query", "userinfo"])
+@pytest.mark.parametrize("failure", ["404", "refused", "dropped", "larger", "sha256", "no hash"])
+async def test_errors_never_show_a_token_or_password_of_the_url(
+    store: FirmwareStore,
+    release_server: ReleaseServer,
+    unused_tcp_port: int,
+    *,
+    credentials: str,
+    failure: str,
+) -> None:
+    """A release URL with an access token (a signed CDN URL, or the feed's user:password
+    kept by a relative reference) shows redacted in every error: the message goes to the
+    job's record, diagnostics and logs. The attribute keeps the URL requested."""
+    secret = "SECRET123"
+    data = image()
+    url = release_server.add("garden.bin", data)
+    if failure == "refused":
+        url = f"http://127.0.0.1:{unused_tcp_port}/garden.bin"
+    host_path = url.removeprefix("http://")
+    if credentials == "query":
+        url, shown = f"{url}?token={secret}", f"{url}?REDACTED"
+    else:
+        url, shown = f"http://user:{secret}@{host_path}", url
+    release = release_for(url, data)
+    if failure == "404":
+        release_server.status = 404
+    elif failure == "dropped":
+        release_server.drop_at = 20_000
+    elif failure == "larger":
+        release_server.extra = b"x"
+    elif failure == "sha256":
+        release = replace(release, sha256="0" * 64)
+    elif failure == "no hash":
+        release = replace(release, sha256=None)
+    with pytest.raises(errors.FirmwareError) as caught:
+        await store.fetch(release, DEVICE)
+    message = str(caught.value)
+    assert secret not in message
+    assert shown in message
+    if isinstance(caught.value, FirmwareDownloadError):
+        assert caught.value.url == url
+
+
 async def test_connection_dropped_mid_body(
     store: FirmwareStore, release_server: ReleaseServer
 ) -> None:
@@ -767,3 +816,321 @@ async def test_all_pinned_leaves_the_store_over_its_bound(
     assert first.path.exists()
     assert second.path.exists()
     assert store.total_bytes == 2 * SIZE
+
+
+# --- a full disk -------------------------------------------------------------------------
+
+# Where storing an image can meet a full disk: creating the partial file, its first write,
+# a later write, the flush, the fsync, and the rename to <sha256>.bin.
+STORE_STAGES = ("create", "first write", "later write", "flush", "fsync", "rename")
+# Three write batches, so that there is a write after the first.
+LARGE = 3 * firmware_store._BATCH
+
+
+@dataclass
+class FullDisk:
+    """The store's file system failing at one `stage` of storing an image (see
+    STORE_STAGES) for the next `failures` times it gets there, with `error`; a full disk
+    stays full until something is deleted, so "once" means room was made after it."""
+
+    stage: str | None = None
+    failures: int = 0
+    error: int = errno.ENOSPC
+    hits: list[str] = field(default_factory=list)
+
+    def check(self, stage: str) -> None:
+        if stage == self.stage and self.failures > 0:
+            self.failures -= 1
+            self.hits.append(stage)
+            raise OSError(self.error, os.strerror(self.error))
+
+
+class FillingFile:
+    """The store's partial file, on a disk that may fill up: a failing write stores what
+    fit first (half), as a real one does."""
+
+    def __init__(self, file: Any, disk: FullDisk) -> None:
+        self._file = file
+        self._disk = disk
+        self._writes = 0
+
+    def write(self, data: bytes) -> int:
+        self._writes += 1
+        try:
+            self._disk.check("first write" if self._writes == 1 else "later write")
+        except OSError:
+            self._file.write(data[: len(data) // 2])
+            raise
+        return int(self._file.write(data))
+
+    def flush(self) -> None:
+        self._disk.check("flush")
+        self._file.flush()
+
+    def fileno(self) -> int:
+        return int(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class OsOnFullDisk:
+    """firmware_store's `os`, whose fsync meets the full disk."""
+
+    def __init__(self, disk: FullDisk) -> None:
+        self._disk = disk
+
+    def fsync(self, descriptor: int) -> None:
+        self._disk.check("fsync")
+        os.fsync(descriptor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
+    """Routes every file operation of the store's downloads through a FullDisk (which
+    fails nothing until a test sets its stage and failures). Only firmware_store's own
+    references are replaced, and the rename only for the store's partial files."""
+    disk = FullDisk()
+    make_temporary = FirmwareStore._temporary_file
+    real_mkstemp = tempfile.mkstemp
+    real_replace = Path.replace
+
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        disk.check("create")
+        return real_mkstemp(*args, **kwargs)
+
+    def temporary_file(store: FirmwareStore, *args: Any) -> tuple[Any, Path]:
+        file, path = make_temporary(store, *args)
+        return FillingFile(file, disk), path
+
+    def replace_path(path: Path, target: Any) -> Path:
+        if path.name.startswith(".partial-"):
+            disk.check("rename")
+        return real_replace(path, target)
+
+    monkeypatch.setattr(firmware_store, "tempfile", SimpleNamespace(mkstemp=mkstemp))
+    monkeypatch.setattr(FirmwareStore, "_temporary_file", temporary_file)
+    monkeypatch.setattr(firmware_store, "os", OsOnFullDisk(disk))
+    monkeypatch.setattr(Path, "replace", replace_path)
+    return disk
+
+
+def no_room(store: FirmwareStore, size: int) -> str:
+    """The start of FirmwareStorageError's message for an image of `size` bytes."""
+    return re.escape(f"not enough space in {store.folder} for the {size}-byte image")
+
+
+async def stored_images(
+    store: FirmwareStore, release_server: ReleaseServer, count: int
+) -> list[StoredImage]:
+    """`count` images fetched into the store, oldest use first."""
+    images = []
+    for index in range(count):
+        data = image(seed=100 + index)
+        release = release_for(release_server.add(f"old-{index}.bin", data), data)
+        images.append(await store.fetch(release, DEVICE))
+    return images
+
+
+@pytest.mark.parametrize("stage", STORE_STAGES)
+async def test_a_full_disk_with_nothing_to_delete_is_a_storage_error(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk, stage: str
+) -> None:
+    """Full at any stage, and no image to delete: FirmwareStorageError saying the space
+    needed, no partial file, and no second download (it could only fail again)."""
+    data = image(size=LARGE)
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures = stage, 10
+    with pytest.raises(FirmwareStorageError, match=no_room(store, len(data))) as raised:
+        await store.fetch(release, DEVICE)
+    assert full_disk.hits == [stage]
+    assert (raised.value.needed, raised.value.folder) == (len(data), str(store.folder))
+    assert raised.value.available is not None  # what the file system reports free
+    assert leftovers(store.folder) == []
+    assert store.cached() == []
+    assert release_server.requests == ([] if stage == "create" else ["/garden.bin"])
+
+
+@pytest.mark.parametrize("stage", STORE_STAGES)
+async def test_a_full_disk_deletes_an_older_image_and_the_retry_stores_it(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk, stage: str
+) -> None:
+    (older,) = await stored_images(store, release_server, 1)
+    data = image(size=LARGE)
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures = stage, 1
+    stored = await store.fetch(release, DEVICE)
+    assert full_disk.hits == [stage]
+    assert stored.path.read_bytes() == data
+    assert store.cached() == [release.sha256]
+    assert not older.path.exists()
+    assert leftovers(store.folder) == [f"{release.sha256}.bin"]
+    downloads = [] if stage == "create" else ["/garden.bin"]
+    assert release_server.requests == ["/old-0.bin", *downloads, "/garden.bin"]
+
+
+async def test_a_disk_still_full_after_deleting_fails_after_one_retry(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk
+) -> None:
+    (older,) = await stored_images(store, release_server, 1)
+    data = image(size=LARGE)
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures = "later write", 10
+    with pytest.raises(FirmwareStorageError, match=no_room(store, len(data))):
+        await store.fetch(release, DEVICE)
+    assert full_disk.hits == ["later write", "later write"]
+    assert not older.path.exists()
+    assert store.cached() == []
+    assert leftovers(store.folder) == []
+
+
+async def test_making_room_deletes_the_oldest_images_until_the_new_one_fits(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk
+) -> None:
+    """Least recently used first, only as many as the new image's size needs; a pinned
+    image is never deleted, however old."""
+    oldest, pinned, old, recent = await stored_images(store, release_server, 4)
+    store.pin(pinned)
+    data = image(size=2 * SIZE)
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures = "first write", 1
+    await store.fetch(release, DEVICE)
+    assert store.cached() == [pinned.sha256, recent.sha256, release.sha256]
+    assert not oldest.path.exists()
+    assert not old.path.exists()
+    assert pinned.path.exists()
+    assert recent.path.exists()
+
+
+async def test_only_pinned_images_means_no_room(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk
+) -> None:
+    (pinned,) = await stored_images(store, release_server, 1)
+    store.pin(pinned)
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures = "fsync", 1
+    with pytest.raises(FirmwareStorageError, match=no_room(store, len(data))):
+        await store.fetch(release, DEVICE)
+    assert store.cached() == [pinned.sha256]
+    assert leftovers(store.folder) == [pinned.path.name]
+    assert release_server.requests == ["/old-0.bin", "/garden.bin"]  # no retry
+
+
+async def test_a_full_quota_is_a_storage_error_too(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk
+) -> None:
+    """EDQUOT: the same, without a free-space figure (the disk's is not the quota's)."""
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures, full_disk.error = "first write", 10, errno.EDQUOT
+    with pytest.raises(FirmwareStorageError, match=no_room(store, len(data))) as raised:
+        await store.fetch(release, DEVICE)
+    assert raised.value.available is None
+    assert leftovers(store.folder) == []
+
+
+async def test_an_unknown_size_says_so_and_makes_room_from_every_older_image(
+    store: FirmwareStore, release_server: ReleaseServer, full_disk: FullDisk
+) -> None:
+    """An ESP Web Tools release has no size: room is made from every unpinned image."""
+    older = await stored_images(store, release_server, 2)
+    data = image(project="Garden Sensor")
+    release = web_tools_release(release_server.add("garden.bin", data), data)
+    device = replace(DEVICE, project="Garden Sensor")
+    full_disk.stage, full_disk.failures = "rename", 10
+    with pytest.raises(
+        FirmwareStorageError, match=re.escape(f"space in {store.folder} for the image")
+    ) as raised:
+        await store.fetch(release, device)
+    assert raised.value.needed is None
+    assert not any(image.path.exists() for image in older)
+    assert leftovers(store.folder) == []
+
+
+@pytest.mark.parametrize(
+    ("stage", "error", "says"),
+    [
+        ("create", errno.EROFS, "could not create a file in"),
+        ("first write", errno.EIO, "could not write"),
+        ("later write", errno.EIO, "could not write"),
+        ("flush", errno.EIO, "could not flush and sync"),
+        ("fsync", errno.EIO, "could not flush and sync"),
+        ("rename", errno.EACCES, "could not rename"),
+    ],
+)
+async def test_another_file_error_says_what_failed_and_deletes_nothing(
+    store: FirmwareStore,
+    release_server: ReleaseServer,
+    full_disk: FullDisk,
+    *,
+    stage: str,
+    error: int,
+    says: str,
+) -> None:
+    """Not a full disk: a FirmwareError naming the operation; deleting images would not
+    help, so none is deleted and nothing is downloaded again."""
+    (older,) = await stored_images(store, release_server, 1)
+    data = image(size=LARGE)
+    release = release_for(release_server.add("garden.bin", data), data)
+    full_disk.stage, full_disk.failures, full_disk.error = stage, 1, error
+    with pytest.raises(errors.FirmwareError, match=says) as raised:
+        await store.fetch(release, DEVICE)
+    assert type(raised.value) is errors.FirmwareError
+    assert os.strerror(error) in str(raised.value)
+    assert store.cached() == [older.sha256]
+    assert leftovers(store.folder) == [older.path.name]
+    assert release_server.requests.count("/garden.bin") == (0 if stage == "create" else 1)
+
+
+async def test_an_image_that_cannot_be_deleted_is_kept_and_named(
+    store: FirmwareStore, release_server: ReleaseServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged stored image whose file cannot be deleted: a FirmwareError naming it
+    (not a bare OSError), and the store still lists it, to try again next time."""
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    stored.path.write_bytes(b"\x00" + data[1:])
+    real_unlink = Path.unlink
+
+    def refuse_images(path: Path, missing_ok: bool = False) -> None:
+        if path.suffix == ".bin":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse_images)
+    with pytest.raises(
+        errors.FirmwareError, match=f"could not delete {re.escape(str(stored.path))}"
+    ):
+        await store.fetch(release, DEVICE)
+    assert store.cached() == [release.sha256]
+
+
+async def test_an_image_that_cannot_be_evicted_stays_over_the_bound(
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    release_server: ReleaseServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Keeping within the bound is housekeeping: a file that cannot be deleted is logged
+    and kept, and the fetch that went over the bound still returns its image."""
+    store = FirmwareStore(tmp_path, session, max_bytes=SIZE)
+    (older,) = await stored_images(store, release_server, 1)
+    real_unlink = Path.unlink
+
+    def refuse(path: Path, missing_ok: bool = False) -> None:
+        if path == older.path:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    data = image()
+    release = release_for(release_server.add("garden.bin", data), data)
+    stored = await store.fetch(release, DEVICE)
+    assert stored.path.read_bytes() == data
+    assert store.cached() == [older.sha256, release.sha256]
+    assert older.path.exists()

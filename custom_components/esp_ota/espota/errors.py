@@ -5,6 +5,8 @@ Every error names what is wrong in its message; callers branch on the type.
 
 from __future__ import annotations
 
+from .urls import redacted_url
+
 
 class EspOtaError(Exception):
     """Base of every error raised by espota."""
@@ -77,10 +79,12 @@ class KeyFormatError(FeedError):
 
 
 class FeedHttpError(FeedError):
-    """The feed server answered with an HTTP error status."""
+    """The feed server answered with an HTTP error status.
+
+    `url` is the URL requested; the message shows it redacted (no query, no password)."""
 
     def __init__(self, status: int, url: str) -> None:
-        super().__init__(f"feed server answered HTTP {status} for {url}")
+        super().__init__(f"feed server answered HTTP {status} for {redacted_url(url)}")
         self.status = status
         self.url = url
 
@@ -95,7 +99,8 @@ class FirmwareError(EspOtaError):
 class FirmwareDownloadError(FirmwareError):
     """The image could not be downloaded: HTTP error status, timeout, broken connection.
 
-    `status` is the HTTP status when the server answered with an error, else None.
+    `status` is the HTTP status when the server answered with an error, else None; `url`
+    is the URL requested (the message shows it redacted: urls.redacted_url).
     """
 
     def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
@@ -185,3 +190,23 @@ class CommandError(EspOtaError):
 
 class UpdateJobRecordError(EspOtaError):
     """A stored update job record is not one: the message names the field and why."""
+
+
+# --- firmware storage ----------------------------------------------------------------
+
+
+class FirmwareStorageError(FirmwareError):
+    """No space left to store the image (ENOSPC, EDQUOT), even after the firmware store
+    made room by evicting the images it could.
+
+    `folder` is where it was stored, `needed` the image's size in bytes (None: the release
+    does not say), `available` the bytes free there when it failed (None: unknown).
+    """
+
+    def __init__(self, folder: str, *, needed: int | None, available: int | None) -> None:
+        image = f"the {needed}-byte image" if needed is not None else "the image"
+        free = f": {available} bytes free" if available is not None else ""
+        super().__init__(f"not enough space in {folder} for {image}{free}")
+        self.folder = folder
+        self.needed = needed
+        self.available = available

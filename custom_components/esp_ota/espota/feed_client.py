@@ -10,6 +10,9 @@ Relative release URLs resolve against the URL the client was given, not the one 
 redirect led to: a feed behind a redirect to a signed, expiring CDN address (GitHub
 release assets) keeps working, and the same holds for ESPHome, which resolves against
 its configured ``source``.
+
+Errors name the URLs redacted (urls.redacted_url): a token in the query, or a user and
+password, must not reach a log line, diagnostics or a repair issue.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from .errors import (
 )
 from .feed import MAX_FEED_BYTES, Feed, parse_feed
 from .feed_signing import load_public_key, signature_url, verify_feed_signature
+from .urls import redacted_text, redacted_url
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -119,7 +123,8 @@ class FeedClient:
             sig_status, signature, _ = await self._get(sig_url, {}, missing_ok=True)
             if sig_status == 404:
                 raise FeedSignatureError(
-                    f"a public key is configured but the feed is not signed ({sig_url} not found)"
+                    "a public key is configured but the feed is not signed "
+                    f"({redacted_url(sig_url)} not found)"
                 )
             verify_feed_signature(body, signature, self._public_key)
         self.parses += 1
@@ -136,6 +141,7 @@ class FeedClient:
         200 and 304 come back, and 404 when `missing_ok`; any other status raises.
         """
         self.requests += 1
+        shown = redacted_url(url)
         try:
             # raise_for_status=False: an injected session may set it, and the statuses
             # are mapped to typed errors here.
@@ -148,17 +154,22 @@ class FeedClient:
                 if status != 200:
                     return status, b"", response.headers
                 if (response.content_length or 0) > MAX_FEED_BYTES:
-                    raise FeedFormatError(f"{url} is larger than {MAX_FEED_BYTES} bytes")
+                    raise FeedFormatError(f"{shown} is larger than {MAX_FEED_BYTES} bytes")
                 body = bytearray()
                 # Read at most MAX_FEED_BYTES: a runaway answer is cut off, not buffered.
                 async for chunk in response.content.iter_chunked(_READ_CHUNK):
                     body += chunk
                     if len(body) > MAX_FEED_BYTES:
-                        raise FeedFormatError(f"{url} is larger than {MAX_FEED_BYTES} bytes")
+                        raise FeedFormatError(f"{shown} is larger than {MAX_FEED_BYTES} bytes")
                 return status, bytes(body), response.headers
         except TimeoutError as err:
-            raise FeedTimeoutError(f"{url} did not answer within {self._timeout.total} s") from err
+            raise FeedTimeoutError(
+                f"{shown} did not answer within {self._timeout.total} s"
+            ) from err
         except aiohttp.InvalidURL as err:
-            raise FeedConnectionError(f"{url} is not a valid URL") from err
+            raise FeedConnectionError(f"{shown} is not a valid URL") from err
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as err:
-            raise FeedConnectionError(f"could not fetch {url}: {err}") from err
+            # aiohttp's own text may name the URL, or where a redirect led (a signed URL).
+            raise FeedConnectionError(
+                f"could not fetch {shown}: {redacted_text(str(err))}"
+            ) from err

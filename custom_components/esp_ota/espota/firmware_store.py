@@ -12,15 +12,23 @@ deleted once the total exceeds ``max_bytes``, except those pinned (being served)
 image is read in full again before it is used, unless the file is unchanged on disk since
 it was last read (inode, size, times); fetches that come together share that read. Every
 file operation runs in a thread: Home Assistant flags blocking calls in its event loop.
+
+A full disk (ENOSPC, or EDQUOT for a quota) while an image is stored makes room: unpinned
+images other than the one being fetched are deleted, least recently used first, until
+their bytes would hold it, and the download runs once more; if there is still no room it
+is FirmwareStorageError. Any other failure of a file operation is a FirmwareError saying
+what failed, and never leaves a partial file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -29,17 +37,19 @@ from typing import BinaryIO, Final
 
 import aiohttp
 
-from .chips import format_chip_revision, normalize_chip_name
 from .errors import (
     FirmwareDownloadError,
+    FirmwareError,
     FirmwareIntegrityError,
-    FirmwareMismatchError,
+    FirmwareStorageError,
     FirmwareTooLargeError,
     ImageError,
 )
 from .feed import Release
 from .image import RECOMMENDED_CHUNK_SIZE, ImageInfo, StreamingImageVerifier
+from .image_fit import check_fits
 from .selection import DeviceFirmware
+from .urls import redacted_text, redacted_url
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -64,25 +74,58 @@ class StoredImage:
     info: ImageInfo  # header and descriptor (info.app.app_elf_sha256, version, ...)
 
 
-class _Download:
-    """One download's temporary file and running digests; used from worker threads."""
+def _free_bytes(folder: Path) -> int | None:
+    """Bytes free for this process in `folder`'s file system; None if unknown. Blocking."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
-    def __init__(self, file: BinaryIO, want_md5: bool) -> None:
+
+def _file_error(err: OSError, action: str, folder: Path, needed: int | None) -> FirmwareError:
+    """The library's error for a failed file operation of the store: FirmwareStorageError
+    for a full disk or quota (`needed`: the image's size, if known), else a FirmwareError
+    saying what could not be done (`action`). Blocking: it reads the free space."""
+    if err.errno == errno.ENOSPC:
+        return FirmwareStorageError(str(folder), needed=needed, available=_free_bytes(folder))
+    if err.errno == errno.EDQUOT:  # a quota: the disk's free space is not what is left
+        return FirmwareStorageError(str(folder), needed=needed, available=None)
+    return FirmwareError(f"could not {action}: {err.strerror or err}")
+
+
+class _Download:
+    """One download's temporary file and running digests; used from worker threads.
+
+    `needed` is the image's size if the release says it (for a full disk's message)."""
+
+    def __init__(self, file: BinaryIO, path: Path, needed: int | None, want_md5: bool) -> None:
         self.file = file
+        self.path = path
+        self.needed = needed
         self.verifier = StreamingImageVerifier()
         self.md5 = hashlib.md5(usedforsecurity=False) if want_md5 else None
 
     def absorb(self, data: bytes) -> None:
-        self.file.write(data)
+        try:
+            self.file.write(data)
+        except OSError as err:
+            raise self._error(err, "write") from err
         if self.md5 is not None:
             self.md5.update(data)
         self.verifier.update(data)
 
     def finish(self) -> ImageInfo:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+        # A file system may report a full disk only here (delayed allocation, NFS).
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        except OSError as err:
+            raise self._error(err, "flush and sync") from err
         return self.verifier.finish()
+
+    def _error(self, err: OSError, action: str) -> FirmwareError:
+        return _file_error(err, f"{action} {self.path}", self.path.parent, self.needed)
 
 
 def _verify_file(path: Path, want_md5: bool) -> tuple[ImageInfo, str | None]:
@@ -127,56 +170,6 @@ def _recheck(path: Path, size: int, want_md5: bool, known: _Checked | None) -> _
         info, md5 = _verify_file(path, want_md5)
     os.utime(path)  # its use, for the order after a restart
     return _Checked(_identity(path), info, md5)
-
-
-def check_fits(info: ImageInfo, release: Release, device: DeviceFirmware) -> None:
-    """Raise FirmwareMismatchError unless the image fits both the release and the device.
-
-    The checks a device makes after the first 1 KiB (chip id and revision, then
-    advanced_https_ota's project and anti-rollback checks), plus the release's own claims
-    (project, chip, version), so a mismatched image is refused before a device spends a
-    download on it.
-    """
-    app, header = info.app, info.header
-    # An ESP Web Tools manifest's "name" is a display name, not the descriptor's project.
-    if release.sha256 is not None and app.project_name != release.project:
-        raise FirmwareMismatchError(
-            "project", expected=release.project, actual=app.project_name, against="release"
-        )
-    if app.project_name != device.project:
-        raise FirmwareMismatchError(
-            "project", expected=device.project, actual=app.project_name, against="device"
-        )
-    if info.chip != release.chip:
-        raise FirmwareMismatchError(
-            "chip", expected=release.chip, actual=info.chip, against="release"
-        )
-    try:
-        device_chip = normalize_chip_name(device.chip)
-    except ValueError:
-        device_chip = device.chip
-    if info.chip != device_chip:
-        raise FirmwareMismatchError(
-            "chip", expected=device_chip, actual=info.chip, against="device"
-        )
-    if not header.supports_chip_revision(device.chip_revision):
-        raise FirmwareMismatchError(
-            "chip_revision",
-            expected=format_chip_revision(device.chip_revision),
-            actual=header.chip_revision_range,
-            against="device",
-        )
-    if app.version != release.version:
-        raise FirmwareMismatchError(
-            "version", expected=release.version, actual=app.version, against="release"
-        )
-    if app.secure_version < device.secure_version:
-        raise FirmwareMismatchError(
-            "secure_version",
-            expected=f">= {device.secure_version}",
-            actual=app.secure_version,
-            against="device",
-        )
 
 
 class FirmwareStore:
@@ -250,14 +243,17 @@ class FirmwareStore:
         """The release's image, verified and fitting the device: from the store or downloaded.
 
         Raises FirmwareDownloadError, FirmwareIntegrityError, FirmwareTooLargeError,
-        FirmwareMismatchError, or an ImageError subclass for a malformed image. A failed
-        download leaves nothing behind.
+        FirmwareMismatchError, an ImageError subclass for a malformed image,
+        FirmwareStorageError when there is no room for it even after deleting unpinned
+        images, or FirmwareError when another file operation fails. A failed download
+        leaves nothing behind.
         """
+        shown = redacted_url(release.url)
         if release.sha256 is None and release.md5 is None:
-            raise FirmwareIntegrityError(f"{release.url}: the release names no SHA-256 or MD5")
+            raise FirmwareIntegrityError(f"{shown}: the release names no SHA-256 or MD5")
         if release.size is not None and release.size > self.max_bytes:
             raise FirmwareTooLargeError(
-                f"{release.url} is {release.size} bytes, the firmware store holds at most "
+                f"{shown} is {release.size} bytes, the firmware store holds at most "
                 f"{self.max_bytes}"
             )
         await self._load()
@@ -284,11 +280,17 @@ class FirmwareStore:
         async with self._load_lock:
             if self._loaded:
                 return
-            found = await asyncio.to_thread(self._scan)
+            found = await asyncio.to_thread(self._scan_or_raise)
             for sha256, size in found:
                 self._entries.setdefault(sha256, size)
             self._loaded = True
             await self._evict(keep="")  # an earlier run may have had a larger bound
+
+    def _scan_or_raise(self) -> list[tuple[str, int]]:
+        try:
+            return self._scan()
+        except OSError as err:
+            raise _file_error(err, f"read the folder {self.folder}", self.folder, None) from err
 
     def _scan(self) -> list[tuple[str, int]]:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -334,8 +336,8 @@ class FirmwareStore:
             # this SHA-256 really has another size: the release is wrong, the file stays.
             # (A file damaged on disk has failed the re-read and is downloaded again.)
             raise FirmwareIntegrityError(
-                f"{release.url}: the release says {release.size} bytes, the image with "
-                f"SHA-256 {sha256} has {image.size}"
+                f"{redacted_url(release.url)}: the release says {release.size} bytes, the "
+                f"image with SHA-256 {sha256} has {image.size}"
             )
         return image
 
@@ -361,20 +363,61 @@ class FirmwareStore:
         return StoredImage(path=path, sha256=sha256, size=info.file_size, info=info)
 
     async def _forget(self, sha256: str) -> None:
-        self._entries.pop(sha256, None)
+        """Drop the image and delete its file. Raises FirmwareError if the file cannot be
+        deleted; the image is then kept, as the least recently used."""
+        size = self._entries.pop(sha256, None)
         self._checked.pop(sha256, None)
-        await asyncio.to_thread(self.path_for(sha256).unlink, missing_ok=True)
+        path = self.path_for(sha256)
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as err:
+            if size is not None and sha256 not in self._entries:
+                self._entries[sha256] = size
+                self._entries.move_to_end(sha256, last=False)
+            raise FirmwareError(f"could not delete {path}: {err.strerror or err}") from err
 
     async def _download(self, release: Release, device: DeviceFirmware) -> StoredImage:
+        try:
+            return await self._download_once(release, device)
+        except FirmwareStorageError as err:
+            if not await self._make_room(release):
+                raise
+            _LOGGER.info(
+                "%s; deleted older images, downloading %s again", err, redacted_url(release.url)
+            )
+        return await self._download_once(release, device)
+
+    async def _make_room(self, release: Release) -> bool:
+        """After a full disk: delete unpinned images other than the release's, least
+        recently used first, until their bytes would hold it (all of them if its size is
+        unknown). Whether any was deleted."""
+        keep = release.sha256 or self._md5_to_sha256.get(release.md5 or "")
+        freed = 0
+        for sha256, size in list(self._entries.items()):
+            if release.size is not None and freed >= release.size:
+                break
+            # Checked as it comes: deleting awaits, and another fetch may pin one meanwhile.
+            if sha256 == keep or self.in_use(sha256) or sha256 not in self._entries:
+                continue
+            _LOGGER.info("Deleting stored firmware %s to make room", sha256)
+            try:
+                await self._forget(sha256)
+            except FirmwareError as err:
+                _LOGGER.warning("%s", err)
+                continue
+            freed += size
+        return freed > 0
+
+    async def _download_once(self, release: Release, device: DeviceFirmware) -> StoredImage:
         limit = release.size if release.size is not None else self.max_bytes
-        file, temporary = await asyncio.to_thread(self._temporary_file)
-        download = _Download(file, release.sha256 is None)
+        file, temporary = await asyncio.to_thread(self._temporary_file, release.size)
+        download = _Download(file, temporary, release.size, release.sha256 is None)
         try:
             info = await self._stream(release, download, limit)
             self._check_integrity(release, info, download)
             check_fits(info, release, device)
             final = self.path_for(info.file_sha256)
-            identity = await asyncio.to_thread(self._publish, temporary, final)
+            identity = await asyncio.to_thread(self._publish, temporary, final, release.size)
         except BaseException:
             # Shielded: a cancelled fetch must still remove its temporary file.
             await asyncio.shield(asyncio.to_thread(self._discard, download, temporary))
@@ -386,36 +429,46 @@ class FirmwareStore:
         self._entries[info.file_sha256] = info.file_size
         self._entries.move_to_end(info.file_sha256)
         _LOGGER.debug(
-            "Stored firmware %s (%d bytes) from %s", final.name, info.file_size, release.url
+            "Stored %s (%d bytes) from %s", final.name, info.file_size, redacted_url(release.url)
         )
         await self._evict(keep=info.file_sha256)
         return StoredImage(path=final, sha256=info.file_sha256, size=info.file_size, info=info)
 
     @staticmethod
-    def _publish(temporary: Path, final: Path) -> _FileIdentity:
-        temporary.replace(final)
-        return _identity(final)
+    def _publish(temporary: Path, final: Path, needed: int | None) -> _FileIdentity:
+        try:
+            temporary.replace(final)
+            return _identity(final)
+        except OSError as err:
+            action = f"rename {temporary} to {final.name}"
+            raise _file_error(err, action, final.parent, needed) from err
 
-    def _temporary_file(self) -> tuple[BinaryIO, Path]:
-        descriptor, name = tempfile.mkstemp(prefix=_PARTIAL_PREFIX, dir=self.folder)
+    def _temporary_file(self, needed: int | None) -> tuple[BinaryIO, Path]:
+        """A new partial file in the folder, open for writing. Blocking."""
+        try:
+            descriptor, name = tempfile.mkstemp(prefix=_PARTIAL_PREFIX, dir=self.folder)
+        except OSError as err:
+            action = f"create a file in {self.folder}"
+            raise _file_error(err, action, self.folder, needed) from err
         return os.fdopen(descriptor, "wb"), Path(name)
 
     async def _stream(self, release: Release, download: _Download, limit: int) -> ImageInfo:
         url = release.url
+        shown = redacted_url(url)
         try:
             async with self._session.get(
                 url, timeout=self._timeout, raise_for_status=False, auto_decompress=False
             ) as response:
                 if response.status != 200:
                     raise FirmwareDownloadError(
-                        f"{url} answered HTTP {response.status}", url=url, status=response.status
+                        f"{shown} answered HTTP {response.status}", url=url, status=response.status
                     )
                 announced = response.content_length
                 if announced is not None and announced > limit:
                     raise self._too_big(release, announced)
                 if announced is not None and release.size is not None and announced != limit:
                     raise FirmwareIntegrityError(
-                        f"{url} is {announced} bytes, the release says {release.size}"
+                        f"{shown} is {announced} bytes, the release says {release.size}"
                     )
                 received = 0
                 batch = bytearray()
@@ -431,46 +484,52 @@ class FirmwareStore:
                     await asyncio.to_thread(download.absorb, bytes(batch))
         except TimeoutError as err:
             raise FirmwareDownloadError(
-                f"{url} sent nothing for {self._timeout.sock_read} s", url=url
+                f"{shown} sent nothing for {self._timeout.sock_read} s", url=url
             ) from err
         except aiohttp.InvalidURL as err:
-            raise FirmwareDownloadError(f"{url} is not a valid URL", url=url) from err
+            raise FirmwareDownloadError(f"{shown} is not a valid URL", url=url) from err
         except (aiohttp.ClientError, asyncio.IncompleteReadError, OSError) as err:
-            raise FirmwareDownloadError(f"could not download {url}: {err}", url=url) from err
+            reason = redacted_text(str(err))  # aiohttp's text may name a redirect's URL
+            raise FirmwareDownloadError(f"could not download {shown}: {reason}", url=url) from err
         if release.size is not None and received != release.size:
             raise FirmwareIntegrityError(
-                f"{url} ended after {received} bytes, the release says {release.size}"
+                f"{shown} ended after {received} bytes, the release says {release.size}"
             )
         return await asyncio.to_thread(download.finish)
 
     def _too_big(self, release: Release, received: int) -> Exception:
         if release.size is not None:
             return FirmwareIntegrityError(
-                f"{release.url} is larger than the {release.size} bytes the release says "
-                f"(at least {received})"
+                f"{redacted_url(release.url)} is larger than the {release.size} bytes the "
+                f"release says (at least {received})"
             )
         return FirmwareTooLargeError(
-            f"{release.url} is larger than the {self.max_bytes} bytes the store holds"
+            f"{redacted_url(release.url)} is larger than the {self.max_bytes} bytes the store holds"
         )
 
     @staticmethod
     def _check_integrity(release: Release, info: ImageInfo, download: _Download) -> None:
         if release.sha256 is not None and info.file_sha256 != release.sha256:
             raise FirmwareIntegrityError(
-                f"{release.url} has SHA-256 {info.file_sha256}, the release says {release.sha256}"
+                f"{redacted_url(release.url)} has SHA-256 {info.file_sha256}, the release "
+                f"says {release.sha256}"
             )
         if release.sha256 is None and download.md5 is not None:
             md5 = download.md5.hexdigest()
             if md5 != release.md5:
                 raise FirmwareIntegrityError(
-                    f"{release.url} has MD5 {md5}, the release says {release.md5}"
+                    f"{redacted_url(release.url)} has MD5 {md5}, the release says {release.md5}"
                 )
 
     @staticmethod
     def _discard(download: _Download, temporary: Path) -> None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a failed flush fails again here: closed anyway
             download.file.close()
-        temporary.unlink(missing_ok=True)
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError as err:
+            # The fetch's own error is the one to raise; the next load removes the file.
+            _LOGGER.warning("Could not delete %s: %s", temporary, err)
 
     async def _evict(self, *, keep: str) -> None:
         """Delete least recently used images until the total fits, sparing pinned ones."""
@@ -485,4 +544,7 @@ class FirmwareStore:
             total -= size
         for sha256 in doomed:
             _LOGGER.debug("Evicting stored firmware %s", sha256)
-            await self._forget(sha256)
+            try:
+                await self._forget(sha256)
+            except FirmwareError as err:  # over the bound until a later eviction succeeds
+                _LOGGER.warning("%s", err)
