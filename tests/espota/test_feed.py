@@ -57,6 +57,16 @@ def native(*releases: dict[str, Any], **top: Any) -> dict[str, Any]:
     return {"format": "esp-ota-feed", "format_version": 1, "releases": list(releases), **top}
 
 
+def test_release_notes_links_never_carry_the_feeds_password() -> None:
+    """Images resolve against the feed's URL with its user and password (Home Assistant
+    fetches them); a release notes page is for people, shown by the update entity to every
+    user: it keeps the host and path, never the credentials."""
+    feed_url = "https://fleet:s3cret@firmware.example.com/garden/feed.json"
+    (entry,) = parse_feed(json.dumps(native(release())), feed_url=feed_url).releases
+    assert entry.url == "https://fleet:s3cret@firmware.example.com/garden/bin/garden-1.2.0.bin"
+    assert entry.release_notes_url == "https://firmware.example.com/garden/notes/1.2.0.html"
+
+
 def test_native_feed_every_field() -> None:
     """Every documented field is read; relative URLs resolve against the feed's URL."""
     feed = parse_feed(json.dumps(native(release(), name="Garden")), feed_url=FEED_URL)

@@ -263,6 +263,50 @@ def test_unaligned_segment_raised_when_its_header_arrives() -> None:
         verifier.update(image[second_header_end - 1 : second_header_end])
 
 
+def without_descriptor(size: int, *, segment_count: int, bad_length_segment: int) -> bytes:
+    """A built image with the descriptor's magic zeroed, `segment_count` in its header and
+    segment `bad_length_segment`'s length set to 3 (not a multiple of 4)."""
+    image = bytearray(build_app_image(size=size, hash_appended=False))
+    image[32:36] = b"\0\0\0\0"
+    image[1] = segment_count
+    offset = 24
+    for _ in range(bad_length_segment):
+        offset += 8 + struct.unpack_from("<I", image, offset + 4)[0]
+    struct.pack_into("<I", image, offset + 4, 3)
+    return bytes(image)
+
+
+@pytest.mark.parametrize(
+    ("image", "error_type"),
+    [
+        # Issue #12 finding 8: segment 1's header lies beyond byte 1024. Whole, the parser
+        # said SegmentLengthError; streamed, NoAppDescriptorError.
+        (without_descriptor(4096, segment_count=2, bad_length_segment=1), NoAppDescriptorError),
+        # Segment 1's header inside the first 1024 bytes: still after the descriptor.
+        (without_descriptor(2048, segment_count=3, bad_length_segment=1), NoAppDescriptorError),
+        # Segment 0's length is checked before the descriptor it holds.
+        (without_descriptor(2048, segment_count=3, bad_length_segment=0), SegmentLengthError),
+        # Under 1024 bytes, a missing descriptor (or anything after it) is "too short".
+        (
+            without_descriptor(2048, segment_count=3, bad_length_segment=1)[:1000],
+            ImageTooShortError,
+        ),
+    ],
+    ids=["segment-1-after-1024", "segment-1-before-1024", "segment-0", "short-file"],
+)
+def test_first_failing_check_in_the_bootloaders_order(
+    image: bytes, error_type: type[ImageError]
+) -> None:
+    """Two defects: the error is the first check esp_image_format.c fails (segment 0's
+    length, its descriptor's magic, then later segments), whole-file and in any chunking."""
+    with pytest.raises(error_type) as whole:
+        parse_image(image)
+    for chunk_size in (1, 7, 36, 512, 1000, 1024, 1 << 20):
+        with pytest.raises(error_type) as streamed:
+            stream(image, [chunk_size])
+        assert str(streamed.value) == str(whole.value), f"chunks of {chunk_size}"
+
+
 def test_failed_verifier_keeps_failing() -> None:
     """After an error, more data or finish() report the same error, never success."""
     image = build_broken_image(Defect.BAD_MAGIC)

@@ -17,13 +17,38 @@ from typing import Any, Final
 import voluptuous as vol
 from yarl import URL
 
-from .chips import format_chip_revision, normalize_chip_name, parse_chip_revision
+from .chips import CHIP_IDS, format_chip_revision, normalize_chip_name, parse_chip_revision
 from .errors import FeedFormatError
 
 FEED_FORMAT: Final = "esp-ota-feed"
 FEED_FORMAT_VERSION: Final = 1
 # A feed lists releases, not firmware: anything this large is not a feed.
 MAX_FEED_BYTES: Final = 1024 * 1024
+# The image header stores chip revisions in 16 bits (max_chip_rev_full, esp_app_format.h).
+MAX_CHIP_REVISION: Final = 0xFFFF
+# Error messages quote at most this much of a value, and are cut at _MAX_MESSAGE: they
+# reach logs and repair issues, and a feed's strings may be a megabyte long.
+_SHOWN_CHARS: Final = 40
+_MAX_MESSAGE: Final = 300
+
+
+def _shown(value: Any) -> str:
+    """A value from the document as an error message quotes it: short, whatever it is.
+
+    Never repr() or str() of the value itself: a Mapping given to parse_feed may be nested
+    too deep for them (RecursionError) or hold an int too long to print (ValueError).
+    """
+    if isinstance(value, str):
+        return repr(value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…")
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int) and value.bit_length() <= 64:
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    return {int: "a very large number", list: "a list", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 class Channel(StrEnum):
@@ -90,19 +115,32 @@ def _hex_digits(count: int) -> Callable[[Any], str]:
 
 
 def _chip(value: Any) -> str:
+    if not isinstance(value, str):
+        raise vol.Invalid('expected a chip name such as "esp32s3"')
     try:
-        return normalize_chip_name(str(value))
+        return normalize_chip_name(value)
     except ValueError as err:
-        raise vol.Invalid(str(err)) from err
+        raise vol.Invalid(
+            f"unknown chip {_shown(value)}; known chips: {', '.join(CHIP_IDS)}"
+        ) from err
 
 
 def _chip_revision(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (str, int))
+        or (isinstance(value, str) and len(value) > _SHOWN_CHARS)
+    ):
         raise vol.Invalid('expected a chip revision such as "v3.1" or 301')
     try:
-        return parse_chip_revision(value)
+        revision = parse_chip_revision(value)
     except ValueError as err:
         raise vol.Invalid(str(err)) from err
+    if revision > MAX_CHIP_REVISION:
+        raise vol.Invalid(
+            f"chip revision {_shown(value)} is above {format_chip_revision(MAX_CHIP_REVISION)}"
+        )
+    return revision
 
 
 def _timestamp(value: Any) -> datetime:
@@ -240,6 +278,8 @@ def _describe(error: vol.Invalid) -> str:
     for part in error.path:
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     message = "missing" if error.msg == "required key not provided" else error.msg
+    if len(message) > _MAX_MESSAGE:  # a library's message may quote the value whole
+        message = message[:_MAX_MESSAGE] + "…"
     return f"{path}: {message}" if path else message
 
 
@@ -258,11 +298,19 @@ def _resolve(feed_url: str, reference: str) -> str:
     return str(URL(feed_url).join(URL(reference)))
 
 
+def _page_for_people(feed_url: str, reference: str) -> str:
+    """A release notes page, resolved like an image's URL but without the feed's user and
+    password: people open it from the update entity, which every user of Home Assistant
+    (and its recorder) can read."""
+    page = URL(_resolve(feed_url, reference))
+    return str(page.with_user(None)) if page.user is not None else str(page)
+
+
 def _parse_native(document: Mapping[str, Any], feed_url: str) -> Feed:
     version = document.get("format_version")
     if isinstance(version, int) and not isinstance(version, bool) and version > FEED_FORMAT_VERSION:
         raise FeedFormatError(
-            f"format_version: {version} is newer than this reader understands "
+            f"format_version: {_shown(version)} is newer than this reader understands "
             f"({FEED_FORMAT_VERSION}); update ESP OTA"
         )
     data = _validate(_NATIVE_SCHEMA, document)
@@ -281,7 +329,7 @@ def _parse_native(document: Mapping[str, Any], feed_url: str) -> Feed:
             max_chip_rev=item.get("max_chip_rev"),
             summary=item.get("summary"),
             release_notes_url=(
-                _resolve(feed_url, item["release_notes_url"])
+                _page_for_people(feed_url, item["release_notes_url"])
                 if item.get("release_notes_url")
                 else None
             ),
@@ -325,7 +373,9 @@ def _parse_web_tools(document: Mapping[str, Any], feed_url: str) -> Feed:
                 max_chip_rev=None,
                 summary=ota.get("summary"),
                 release_notes_url=(
-                    _resolve(feed_url, ota["release_url"]) if ota.get("release_url") else None
+                    _page_for_people(feed_url, ota["release_url"])
+                    if ota.get("release_url")
+                    else None
                 ),
                 published=None,
             )
@@ -363,7 +413,7 @@ def parse_feed(raw: bytes | str | Mapping[str, Any], *, feed_url: str) -> Feed:
     if "format" in document:
         if document["format"] != FEED_FORMAT:
             raise FeedFormatError(
-                f"format: {document['format']!r} is not a feed format this reader knows "
+                f"format: {_shown(document['format'])} is not a feed format this reader knows "
                 f"(expected {FEED_FORMAT!r})"
             )
         return _parse_native(document, feed_url)

@@ -2,8 +2,10 @@
 
 The layout (esp_app_format.h, esp_app_desc.h) is described in docs/image.md. There is
 one parser: ``StreamingImageVerifier`` consumes chunks of any size in constant memory,
-and ``parse_image`` is that verifier fed the whole file at once, so the two can never
-disagree.
+and ``parse_image`` is that verifier fed the whole file at once. Its checks run in the
+bootloader's order (esp_image_format.c), which is file order, and the checks tied to a
+fixed offset run between the bytes before and after it, so how the file is cut into
+chunks never changes the verdict.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ IMAGE_HEADER_SIZE = 24
 SEGMENT_HEADER_SIZE = 8
 APP_DESC_OFFSET = IMAGE_HEADER_SIZE + SEGMENT_HEADER_SIZE  # 32
 APP_DESC_SIZE = 256
+# The descriptor's magic word ends here. The bootloader checks it right after segment 0's
+# header (verify_segment_header, index 0), so before any later segment header: file order.
+_APP_DESC_MAGIC_END = APP_DESC_OFFSET + 4  # 36
 MAX_SEGMENTS = 16
 CHECKSUM_SEED = 0xEF
 SHA256_SIZE = 32
@@ -180,16 +185,21 @@ def _parse_header(raw: bytes) -> ImageHeader:
     )
 
 
-def _parse_app_descriptor(header: ImageHeader, first_bytes: bytes) -> AppDescriptor:
-    """Read esp_app_desc_t from the first 1024 bytes, as esp_https_ota_get_img_desc does."""
+def _missing_app_descriptor(header: ImageHeader, first_bytes: bytes) -> NoAppDescriptorError | None:
+    """The error for an image without esp_app_desc_t (from its first 36 bytes), else None."""
+    magic = struct.unpack_from("<I", first_bytes, APP_DESC_OFFSET)[0]
+    if header.segment_count and magic == APP_DESC_MAGIC:
+        return None
+    return NoAppDescriptorError(
+        f"no application descriptor at offset {APP_DESC_OFFSET} (found magic "
+        f"0x{magic:08x}, expected 0x{APP_DESC_MAGIC:08x}): this is not an application "
+        "image (a bootloader or a RAM-only image?)"
+    )
+
+
+def _parse_app_descriptor(first_bytes: bytes) -> AppDescriptor:
+    """Read esp_app_desc_t (its magic already checked) from the first 1024 bytes."""
     raw = first_bytes[APP_DESC_OFFSET : APP_DESC_OFFSET + _APP_DESC.size]
-    magic = struct.unpack_from("<I", raw)[0]
-    if header.segment_count == 0 or magic != APP_DESC_MAGIC:
-        raise NoAppDescriptorError(
-            f"no application descriptor at offset {APP_DESC_OFFSET} (found magic "
-            f"0x{magic:08x}, expected 0x{APP_DESC_MAGIC:08x}): this is not an application "
-            "image (a bootloader or a RAM-only image?)"
-        )
     (
         _magic,
         secure_version,
@@ -269,11 +279,14 @@ class _Stage(IntEnum):
 class StreamingImageVerifier:
     """Verify an image chunk by chunk, in constant memory, as it downloads.
 
-    Errors are raised as soon as they are knowable: bad magic on the first byte, too many
-    segments once the 24-byte header is in, a segment length that is not a multiple of 4
-    when that segment's header arrives, a missing app descriptor once 1024 bytes are in
-    (as esp_https_ota). Truncation, checksum and SHA-256 are known at ``finish()``, which
-    returns exactly what ``parse_image`` returns for the same bytes.
+    Checks run in the bootloader's order, which is file order: the magic on the first
+    byte, the segment count once the 24-byte header is in, each segment length when its
+    header arrives, the app descriptor's magic once its bytes (32-35) are in, right after
+    segment 0's header and before any later one. Errors are raised when knowable, except
+    a missing descriptor, which is raised once 1024 bytes are in (as esp_https_ota reads
+    them); from the failed descriptor check until then no further check runs, since none
+    would come first. Truncation, checksum and SHA-256 are known at ``finish()``. For any
+    bytes and any chunking the verdict is the same: ``parse_image``'s.
     """
 
     def __init__(self) -> None:
@@ -295,6 +308,8 @@ class StreamingImageVerifier:
         self._stored_sha256: bytes | None = None
         self._image_length = 0
         self._failed: Exception | None = None
+        # Set when the descriptor check failed: raised at byte 1024, nothing checked before.
+        self._missing_descriptor: NoAppDescriptorError | None = None
 
     @property
     def header(self) -> ImageHeader | None:
@@ -390,15 +405,39 @@ class StreamingImageVerifier:
         if self._received == 0 and view[0] != IMAGE_MAGIC:
             raise BadMagicError(f"first byte is 0x{view[0]:02x}, expected 0x{IMAGE_MAGIC:02x}")
         start = self._received
-        if start < DESCRIPTOR_READ_SIZE:
-            self._first_bytes += view[: DESCRIPTOR_READ_SIZE - start]
         self._received += len(view)
+        if start >= DESCRIPTOR_READ_SIZE:
+            self._walk(view, start)
+            return
+        self._first_bytes += view[: DESCRIPTOR_READ_SIZE - start]
+        # The checks at fixed offsets run between the bytes before and after them, whatever
+        # the chunking: a chunk crossing one is walked in two parts.
+        done = 0
+        for checkpoint in (_APP_DESC_MAGIC_END, DESCRIPTOR_READ_SIZE):
+            if start < checkpoint <= start + len(view):
+                self._walk(view[done : checkpoint - start], start + done)
+                done = checkpoint - start
+                self._check_at(checkpoint)
+        self._walk(view[done:], start + done)
+
+    def _walk(self, view: memoryview, offset: int) -> None:
+        """Run the structure's state machine over `view`, which starts at file `offset`."""
+        if self._missing_descriptor is not None:
+            return  # refused at byte 1024; no check before that may come first
         position = 0
         while position < len(view):
-            position = self._step(view, position, start + position)
-        if self._app is None and len(self._first_bytes) >= DESCRIPTOR_READ_SIZE:
-            assert self._header is not None  # 1024 bytes always include the header
-            self._app = _parse_app_descriptor(self._header, bytes(self._first_bytes))
+            position = self._step(view, position, offset + position)
+
+    def _check_at(self, checkpoint: int) -> None:
+        """The checks made once exactly `checkpoint` bytes have been walked."""
+        first_bytes = bytes(self._first_bytes)
+        assert self._header is not None  # 24 bytes are in: the header was parsed
+        if checkpoint == _APP_DESC_MAGIC_END:
+            self._missing_descriptor = _missing_app_descriptor(self._header, first_bytes)
+        elif self._missing_descriptor is not None:
+            raise self._missing_descriptor
+        else:
+            self._app = _parse_app_descriptor(first_bytes)
 
     def _xor_segment_data(self, piece: memoryview) -> None:
         size = len(piece)
