@@ -39,6 +39,8 @@ def parse_fault(text: str) -> tuple[int | None, str, Any]:
         value = raw.lower() == "true"
     elif name == "crash_versions":
         value = set(raw.split(","))
+    elif name in ("api_fault_path", "api_fault"):
+        value = raw  # a path of the API ("/ota/confirm"), an ApiFault ("drop", "stall", ...)
     else:
         try:
             value = int(raw)

@@ -17,13 +17,15 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from aiohttp import web
 
 from custom_components.esp_ota.espota.protocol import DeviceEvent
 
+from .board import ESP_RST_PANIC, ESP_RST_POWERON
 from .device import SimulatedDevice
+from .faults import ApiFault
 from .model import DeviceRefusedError, OtaRequest
 from .tls import DeviceCertificate
 
@@ -240,12 +242,45 @@ class DeviceApiServer:
             refusal = _error(401, UNAUTHORIZED, "missing or wrong device secret")
             refusal.headers["WWW-Authenticate"] = 'Bearer realm="esp-ota"'
             return refusal
+        fault = await self._fault_before(request)
         try:
-            return await handler(request)
+            response = await handler(request)
         except web.HTTPException as err:
             if err.status not in _HTTP_ERRORS:
                 raise
             return _error(err.status, _HTTP_ERRORS[err.status], err.reason)
+        if fault is ApiFault.CRASH:
+            self.device.board.restart(ESP_RST_PANIC)
+        if fault in (ApiFault.DROP, ApiFault.CRASH):
+            self._drop(request)  # acted on, never answered
+        return response
+
+    async def _fault_before(self, request: web.Request) -> ApiFault | None:
+        """The FaultPlan's API faults before the device acts: latency, the one-shot fault
+        of its path (a stall or a power loss strike here; a drop or a crash after the
+        device acted, which the caller does)."""
+        faults = self.device.faults
+        if faults.api_latency_s > 0:
+            await asyncio.sleep(faults.api_latency_s)
+        fault: ApiFault | None = None
+        if faults.api_fault is not None and request.path == f"{API_PREFIX}{faults.api_fault_path}":
+            fault = ApiFault(faults.api_fault)  # the command line sets it as a string
+            faults.api_fault = faults.api_fault_path = None
+        if fault is ApiFault.POWER_LOSS:
+            self.device.board.restart(ESP_RST_POWERON)
+            self._drop(request)
+        if fault is ApiFault.STALL:
+            await asyncio.sleep(faults.api_stall_seconds)
+        if self._runner is None:
+            self._drop(request)  # the chip restarted meanwhile: no answer, no action
+        return fault
+
+    @staticmethod
+    def _drop(request: web.Request) -> NoReturn:
+        """Close the request's connection without an answer."""
+        if request.transport is not None:
+            request.transport.close()
+        raise web.HTTPServiceUnavailable  # never delivered: the connection is gone
 
     async def _info(self, request: web.Request) -> web.Response:
         return await self._call(self.device.info)

@@ -5,14 +5,33 @@ device runs. Transport faults act on what the device *receives* (after TLS, befo
 esp_https_ota sees the bytes), so they work against any firmware server, Home Assistant's
 included. Offsets are offsets in the downloaded file, whatever Range request carries them.
 
-One-shot faults (drop, stall, power loss, crash on the next boot) disarm themselves when
-they fire; persistent faults (corruption, truncation, slow link, crash_versions, wrong
-certificate, never_come_back, unhealthy) stay until cleared.
+One-shot faults (drop, stall, power loss, crash on the next boot, the API fault) disarm
+themselves when they fire; persistent faults (corruption, truncation, slow link, slow
+verification, API latency, crash_versions, wrong certificate, never_come_back, unhealthy)
+stay until cleared.
+
+The verification and API faults reach the phases after the download: the device verifying
+the staged image (before the boot partition switch), its API while Home Assistant waits
+for the reboot and confirms the new image.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
+
+
+class ApiFault(StrEnum):
+    """What happens to the one request to FaultPlan.api_fault_path."""
+
+    # The device acts on the request, then the connection drops: the answer is lost.
+    DROP = "drop"
+    # The device holds the request for api_stall_seconds, then acts and answers.
+    STALL = "stall"
+    # The device loses power as the request arrives, before acting (ESP_RST_POWERON).
+    POWER_LOSS = "power_loss"
+    # The firmware acts on the request, then panics before answering (ESP_RST_PANIC).
+    CRASH = "crash"
 
 
 @dataclass(slots=True)
@@ -47,6 +66,19 @@ class FaultPlan:
     # The firmware's own health check fails: confirming a pending_verify image is refused
     # (409 ESP_FAIL), and the image is rolled back at the next reboot.
     unhealthy: bool = False
+    # Verifying the staged image (after its last byte, before the boot partition switch)
+    # takes this long: the device reports `verifying` meanwhile (a big image, slow flash).
+    verify_seconds: float = 0.0
+    # The device loses power while verifying, after verify_seconds; it reboots
+    # (ESP_RST_POWERON) into the old firmware, the boot partition unchanged. One-shot.
+    power_loss_while_verifying: bool = False
+    # The next request to this path of the device's API ("/ota/confirm", "/info", ...: under
+    # /api/v1, any method) suffers api_fault. One-shot.
+    api_fault_path: str | None = None
+    api_fault: ApiFault | None = None
+    api_stall_seconds: float = 0.0  # how long ApiFault.STALL holds the request
+    # Every request to the device's API is answered this much later (a weak Wi-Fi link).
+    api_latency_s: float = 0.0
 
     def clear(self) -> None:
         """Make the device healthy again."""

@@ -433,6 +433,8 @@ class _JobListener:
 
     def on_progress(self, bytes_written: int, image_size: int | None) -> None:
         app = self.app
+        # The plan may change mid-download (armed now by a test): the next write sees it.
+        app.ops.power_loss_at_byte = app.faults.power_loss_at_byte
         status = app.ota_status()
         app._status = replace(
             status,

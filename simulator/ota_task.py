@@ -185,6 +185,16 @@ def staged_sha256(ops: OtaOps, partition: Partition, length: int) -> str:
     return digest.hexdigest()
 
 
+async def _verify_faults(faults: FaultPlan) -> None:
+    """A slow verification (the device reports `verifying` meanwhile), and a power loss
+    before the boot partition switch."""
+    if faults.verify_seconds > 0:
+        await asyncio.sleep(faults.verify_seconds)
+    if faults.power_loss_while_verifying:
+        faults.power_loss_while_verifying = False
+        raise PowerLossError("power lost while verifying the staged image")
+
+
 async def _download(
     session: EspHttpsOta, request: OtaRequest, running: RunningApp, listener: OtaTaskListener
 ) -> None:
@@ -203,6 +213,7 @@ async def _download(
     if not session.is_complete_data_received():
         raise EspError(ESP_FAIL, "Complete data was not received.")
     listener.on_phase(OtaState.VERIFYING)
+    await _verify_faults(session.faults)
     staging = session.staging
     if staging is None:  # pragma: no cover - begin always sets it
         raise EspError(ESP_FAIL, "no staging partition")

@@ -39,6 +39,7 @@ from .espota.errors import EspOtaError, FirmwareDownloadError
 from .espota.feed import Release
 from .espota.firmware_server import FirmwareServer, Grant
 from .espota.firmware_store import FirmwareStore, StoredImage
+from .espota.image_source import PreparedImage
 from .espota.job_record import (
     DownloadGrant,
     FailureReason,
@@ -48,7 +49,7 @@ from .espota.job_record import (
 )
 from .espota.protocol import DeviceInfo
 from .espota.selection import DeviceFirmware
-from .espota.update_job import JobTimeouts, PreparedImage, UpdateJob
+from .espota.update_job import JobTimeouts, UpdateJob
 from .firmware import InstallQueue, StoredJobs, source_address_for
 
 _LOGGER = logging.getLogger(__name__)

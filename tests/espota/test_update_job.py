@@ -38,6 +38,7 @@ from custom_components.esp_ota.espota.errors import (
 )
 from custom_components.esp_ota.espota.image import read_app_descriptor
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.image_source import PreparedImage
 from custom_components.esp_ota.espota.job_record import (
     DownloadGrant,
     FailureReason,
@@ -52,7 +53,7 @@ from custom_components.esp_ota.espota.protocol import (
     OtaState,
     OtaStatus,
 )
-from custom_components.esp_ota.espota.update_job import JobTimeouts, PreparedImage, UpdateJob
+from custom_components.esp_ota.espota.update_job import JobTimeouts, UpdateJob
 from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
 from simulator.model import DeviceRefusedError as SimRefusedError
@@ -593,6 +594,29 @@ async def test_a_short_stall_recovers(start_sim: StartSim, image_server: ImageSe
     source = Source(image_server, make_image(NEW), report_served=False)
     record = await job_for(sim, source, Store(), timeouts=timeouts).run()
     assert record.step is UpdateStep.SUCCEEDED, record
+    await assert_runs_new_firmware(sim)
+
+
+async def test_a_verification_longer_than_stall_s_is_waited_for(
+    start_sim: StartSim, image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device verifies the staged image for longer than stall_s: it has every byte and
+    cannot be aborted then, so it is not stalled; the job waits for its reboot."""
+    sim = await start_sim()
+    sim.device.faults.verify_seconds = 1.0
+    aborts: list[None] = []
+    real_abort = sim.client.abort_ota
+
+    async def counted_abort() -> None:
+        aborts.append(None)
+        await real_abort()
+
+    monkeypatch.setattr(sim.client, "abort_ota", counted_abort)
+    timeouts = JobTimeouts(start_s=1, stall_s=0.3, reboot_s=2, confirm_s=1, total_s=10, poll_s=0.05)
+    source = Source(image_server, make_image(NEW), report_served=False)
+    record = await job_for(sim, source, Store(), timeouts=timeouts).run()
+    assert record.step is UpdateStep.SUCCEEDED, record
+    assert aborts == []
     await assert_runs_new_firmware(sim)
 
 

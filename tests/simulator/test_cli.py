@@ -39,6 +39,8 @@ def client_for(session: aiohttp.ClientSession, member: FleetDevice) -> DeviceCli
         ("3:drop_at_byte=4096", (3, "drop_at_byte", 4096)),
         ("slow_link_bytes_per_s=1.5e4", (None, "slow_link_bytes_per_s", 15000.0)),
         ("crash_versions=2.0.0,2.1.0", (None, "crash_versions", {"2.0.0", "2.1.0"})),
+        ("api_fault_path=/ota/confirm", (None, "api_fault_path", "/ota/confirm")),
+        ("0:api_fault=drop", (0, "api_fault", "drop")),
     ],
 )
 def test_parse_fault(text: str, parsed: tuple[int | None, str, Any]) -> None:
