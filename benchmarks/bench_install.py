@@ -65,31 +65,20 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from unittest.mock import patch
 
 import aiohttp
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from homeassistant import loader
 from homeassistant.components.update.const import ATTR_INSTALLED_VERSION, SERVICE_INSTALL
 from homeassistant.components.update.const import DOMAIN as UPDATE_DOMAIN
-from homeassistant.config_entries import ConfigEntryState
-from homeassistant.const import ATTR_ENTITY_ID, STATE_ON
+from homeassistant.const import ATTR_ENTITY_ID
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import frame
-from homeassistant.setup import async_setup_component
-from pytest_homeassistant_custom_component.common import (
-    MockConfigEntry,
-    async_test_home_assistant,
-)
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from benchmarks.bench_firmware_server import rss_kib
-from benchmarks.bench_ha_startup import entry_for, plain_resolver, update_entity_ids, wait_until
-from custom_components.esp_ota import const
-from custom_components.esp_ota.const import (
-    CONF_MAX_PARALLEL_INSTALLS,
-    DOMAIN,
-)
+from benchmarks.bench_ha_startup import entry_for, update_entity_ids
+from benchmarks.ha_harness import on_loopback, running_home_assistant, wait_offered
+from custom_components.esp_ota.const import CONF_MAX_PARALLEL_INSTALLS
 from custom_components.esp_ota.espota.certificates import make_server_certificate
 from custom_components.esp_ota.espota.device_client import DeviceClient
 from custom_components.esp_ota.espota.errors import DeviceError
@@ -388,6 +377,7 @@ class FeedServer:
         self.url = ""
         self.image_requests: list[tuple[float, float]] = []
         self._runner: web.AppRunner | None = None
+        self._base = ""
         self._body = b""
 
     async def _feed(self, _request: web.Request) -> web.Response:
@@ -411,17 +401,22 @@ class FeedServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        self.url = f"{base}/feed.json"
+        self._base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.url = f"{self._base}/feed.json"
+        self.publish(NEW, self.image)
+
+    def publish(self, version: str, image: bytes) -> None:
+        """From now on the feed lists `version` alone, and serves `image` for it."""
+        self.image = image
         release = {
             "project": PROJECT,
             "chip": CHIP,
-            "version": NEW,
+            "version": version,
             "channel": "stable",
-            "url": f"{base}/image.bin",
-            "size": len(self.image),
-            "sha256": hashlib.sha256(self.image).hexdigest(),
-            "summary": f"{PROJECT} {NEW}",
+            "url": f"{self._base}/image.bin",
+            "size": len(image),
+            "sha256": hashlib.sha256(image).hexdigest(),
+            "summary": f"{PROJECT} {version}",
         }
         self._body = json.dumps(
             {"format": "esp-ota-feed", "format_version": 1, "releases": [release]}
@@ -525,73 +520,52 @@ async def through_home_assistant(
     time (the feed's image request to its last byte sent)."""
     members = devices.members
     count = len(members)
-    with tempfile.TemporaryDirectory(prefix="esp-ota-bench-install-") as config_dir:
-        async with async_test_home_assistant(config_dir=config_dir) as hass:
-            # What the plugin's enable_custom_integrations fixture does.
-            hass.data.pop(loader.DATA_CUSTOM_COMPONENTS)
-            frame.async_setup(hass)  # as Home Assistant's bootstrap (and the plugin) does
-            entries = [
-                entry_for(member, feed.url, **{CONF_MAX_PARALLEL_INSTALLS: count})
-                for member in members
-            ]
-            for entry in entries:
-                entry.add_to_hass(hass)
-            assert await async_setup_component(hass, DOMAIN, {})
+    entries = [
+        entry_for(member, feed.url, **{CONF_MAX_PARALLEL_INSTALLS: count}) for member in members
+    ]
+    async with running_home_assistant(entries, "esp-ota-bench-install-") as hass:
+        await wait_offered(hass, entries, NEW, 120)
+        entity_ids = update_entity_ids(hass, entries)
 
-            def all_offered() -> bool:
-                ids = update_entity_ids(hass, entries)
-                return len(ids) == count and all(
-                    (state := hass.states.get(entity_id)) is not None
-                    and state.state == STATE_ON
-                    and state.attributes.get("latest_version") == NEW
-                    for entity_id in ids
-                )
+        failures: list[BaseException] = []
 
-            await wait_until(all_offered, 120)
-            if any(entry.state is not ConfigEntryState.LOADED for entry in entries):
-                raise RuntimeError("not every entry loaded")
-            entity_ids = update_entity_ids(hass, entries)
+        async def run() -> None:
+            results = await asyncio.gather(
+                *(
+                    hass.services.async_call(
+                        UPDATE_DOMAIN,
+                        SERVICE_INSTALL,
+                        {ATTR_ENTITY_ID: entity_id},
+                        blocking=True,
+                    )
+                    for entity_id in entity_ids
+                ),
+                return_exceptions=True,
+            )
+            failures.extend(r for r in results if isinstance(r, BaseException))
 
-            failures: list[BaseException] = []
-
-            async def run() -> None:
-                results = await asyncio.gather(
-                    *(
-                        hass.services.async_call(
-                            UPDATE_DOMAIN,
-                            SERVICE_INSTALL,
-                            {ATTR_ENTITY_ID: entity_id},
-                            blocking=True,
-                        )
-                        for entity_id in entity_ids
-                    ),
-                    return_exceptions=True,
-                )
-                failures.extend(r for r in results if isinstance(r, BaseException))
-
-            progress = devices.progress() or served_by_home_assistant(hass, entries)
-            profiler = cProfile.Profile() if profile else None
-            if profiler:
-                profiler.enable()
-            phase = await watched("Home Assistant", progress, count, size, run)
-            if profiler and profile:
-                profiler.disable()
-                profiler.dump_stats(profile)
-            installed = [
-                state.attributes.get(ATTR_INSTALLED_VERSION)
-                for entity_id in entity_ids
-                if (state := hass.states.get(entity_id)) is not None
-            ]
-            states = await devices.states()
-            succeeded = sum(state == (NEW, "valid") for state in states)
-            if failures:
-                reasons = Counter(str(failure).split(": ", 1)[-1][:120] for failure in failures)
-                print(f"{len(failures)} of {count} installs FAILED:")
-                for reason, times in reasons.most_common():
-                    print(f"  {times} x {reason}")
-            elif installed.count(NEW) != count or succeeded != count:
-                raise RuntimeError(f"installed {installed}, the devices {states}")
-            await hass.async_stop(force=True)
+        progress = devices.progress() or served_by_home_assistant(hass, entries)
+        profiler = cProfile.Profile() if profile else None
+        if profiler:
+            profiler.enable()
+        phase = await watched("Home Assistant", progress, count, size, run)
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        installed = [
+            state.attributes.get(ATTR_INSTALLED_VERSION)
+            for entity_id in entity_ids
+            if (state := hass.states.get(entity_id)) is not None
+        ]
+        states = await devices.states()
+        succeeded = sum(state == (NEW, "valid") for state in states)
+        if failures:
+            reasons = Counter(str(failure).split(": ", 1)[-1][:120] for failure in failures)
+            print(f"{len(failures)} of {count} installs FAILED:")
+            for reason, times in reasons.most_common():
+                print(f"  {times} x {reason}")
+        elif installed.count(NEW) != count or succeeded != count:
+            raise RuntimeError(f"installed {installed}, the devices {states}")
     if len(feed.image_requests) != 1:
         raise RuntimeError(f"the feed's image was asked for {len(feed.image_requests)} times")
     asked, sent = feed.image_requests[0]
@@ -678,17 +652,7 @@ async def main(count: int, size: int, child: bool, rounds: int, profile: Path | 
             for _ in range(rounds):
                 baselines.append(await baseline(devices, image, Path(folder)))
                 await roll_back(devices)
-            # Home Assistant's resolver asks zeroconf (multicast on every interface); every
-            # address here is an IP literal: aiohttp's own resolver, as the plugin's
-            # mock_zeroconf_resolver fixture does.
-            with (
-                patch.object(const, "FIRMWARE_SERVER_HOST", "127.0.0.1"),
-                patch.object(const, "FIRMWARE_SERVER_PORT", 0),
-                patch(
-                    "homeassistant.helpers.aiohttp_client._async_make_resolver",
-                    return_value=plain_resolver(),
-                ),
-            ):
+            with on_loopback():
                 ours, fetch_s = await through_home_assistant(devices, feed, size, profile)
         finally:
             await feed.stop()
