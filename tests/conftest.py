@@ -18,6 +18,16 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis 6.170 warns about its own thread-local PRNG at its first use in a process
+    (its `register_random` of `_hypothesis_global_random`): nothing of ours to act on."""
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:It looks like `register_random`:hypothesis.errors.HypothesisWarning",
+    )
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real ESP-IDF images live beside the repository in ../shared (never committed here).
 SHARED_ESP_IMAGES = REPO_ROOT.parent / "shared" / "testdata" / "esp-images"
