@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 # Fuzzing profiles: "ci" (the default) keeps the suite fast; "long" is for a run by hand,
-# HYPOTHESIS_PROFILE=long script/test tests/espota -k fuzz (nightly-style, minutes).
+# HYPOTHESIS_PROFILE=long .venv/bin/python -m pytest tests/espota -k fuzz (minutes).
 settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
