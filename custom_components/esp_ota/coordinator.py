@@ -202,7 +202,9 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
         ir.async_delete_issue(self.hass, DOMAIN, self.certificate_issue_id)
         state: DeviceState | None = self.data  # None until the first refresh
         if state is None:
-            return DeviceState(info=info, live=live_ota_of(info), job=self._stored_job)
+            # The stored job goes into the first state; from then on that state owns it.
+            job, self._stored_job = self._stored_job, None
+            return DeviceState(info=info, live=live_ota_of(info), job=job)
         # A download's live progress comes from its events: a poll does not replace it.
         live = state.live if state.live.step in _STREAMING else live_ota_of(info)
         return replace(state, info=info, live=live)

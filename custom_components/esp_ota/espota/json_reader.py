@@ -232,7 +232,3 @@ class JsonReader:
     def child(self, name: str) -> JsonReader:
         """The object under `name`."""
         return JsonReader(self._data.get(name), self._where(name), self._error)
-
-    def optional_child(self, name: str) -> JsonReader | None:
-        """The object under `name`, or None when it is null (or absent)."""
-        return None if self._data.get(name) is None else self.child(name)

@@ -15,7 +15,6 @@ from typing import Any, Final
 from .errors import DeviceProtocolError
 from .json_reader import JsonReader
 
-API_VERSION: Final = 1
 API_PREFIX: Final = "/api/v1"
 # The error name a device answers POST /ota with while another OTA runs (409).
 ESP_ERR_INVALID_STATE: Final = "ESP_ERR_INVALID_STATE"
