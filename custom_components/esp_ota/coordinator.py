@@ -175,8 +175,11 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
                 self.hass,
                 DOMAIN,
                 self.certificate_issue_id,
-                is_fixable=False,
+                # repairs.py: reconfigure, or trust the new certificate once its
+                # fingerprint was shown and confirmed
+                is_fixable=True,
                 severity=ir.IssueSeverity.ERROR,
+                data={"entry_id": self.config_entry.entry_id},
                 translation_key="certificate_mismatch",
                 translation_placeholders={
                     "name": self.config_entry.title,

@@ -100,6 +100,10 @@ class FeedCoordinator(DataUpdateCoordinator[Feed]):
                 self.hass,
                 DOMAIN,
                 self.repair_issue_id,
+                # Informative: the fix is the publisher's (the server, the signature) or
+                # the options of every entry that follows this feed (URL and key are per
+                # entry, and the coordinator is shared), so no one flow can repair it; it
+                # clears itself at the next good fetch.
                 is_fixable=False,
                 severity=ir.IssueSeverity.ERROR,
                 translation_key=(

@@ -380,10 +380,12 @@ class DeviceInstaller:
                     self.hass,
                     DOMAIN,
                     issue_id,
-                    is_fixable=False,
+                    # repairs.py: skip the release or install it again; check again
+                    is_fixable=True,
                     severity=ir.IssueSeverity.ERROR,
                     translation_key=issue,
                     translation_placeholders=placeholders,
+                    data={"entry_id": self.entry.entry_id, "version": record.to_version},
                 )
             elif record.step is UpdateStep.SUCCEEDED:
                 ir.async_delete_issue(self.hass, DOMAIN, issue_id)
