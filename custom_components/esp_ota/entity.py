@@ -11,6 +11,13 @@ from .coordinator import EspOtaDeviceCoordinator
 from .espota.chips import format_chip_revision
 
 
+def whole_percent(percentage: float | None) -> int | None:
+    """A download's progress as the entities show it: whole percent, rounded down, so
+    100 means every byte is written (the record's share has many decimals: 4 KiB of
+    4 MiB is 0.09765625 %)."""
+    return None if percentage is None else int(percentage)
+
+
 class EspOtaEntity(CoordinatorEntity[EspOtaDeviceCoordinator]):
     """An entity of one ESP32."""
 

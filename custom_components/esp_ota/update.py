@@ -18,7 +18,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import CONF_CHANNEL, DEFAULT_CHANNEL, DOMAIN
 from .coordinator import EspOtaDeviceCoordinator
-from .entity import EspOtaEntity
+from .entity import EspOtaEntity, whole_percent
 from .espota.feed import Channel, Feed, Release
 from .espota.job_record import UpdateStep
 from .espota.selection import DeviceFirmware, installable_releases, select_release
@@ -134,15 +134,16 @@ class EspOtaUpdateEntity(EspOtaEntity, UpdateEntity):
         return self.coordinator.data.installing
 
     @property
-    def update_percentage(self) -> float | None:
-        """The download's progress while an install runs; None (an indeterminate bar) once
-        the device reboots and is being verified, so "100 %" does not sit there."""
+    def update_percentage(self) -> int | None:
+        """The download's progress in whole percent while an install runs (as the progress
+        sensor shows it); None (an indeterminate bar) once the device reboots and is being
+        verified, so "100 %" does not sit there."""
         state = self.coordinator.data
         if not state.installing or state.job is None:
             return None
         if state.job.step in (UpdateStep.REBOOTING, UpdateStep.CONFIRMING):
             return None
-        return state.job.percentage
+        return whole_percent(state.job.percentage)
 
     async def async_install(self, version: str | None, backup: bool, **kwargs: Any) -> None:
         """Install the offered release (or the given version) and wait until it is verified."""

@@ -145,7 +145,10 @@ async def test_an_image_the_device_rejects_at_the_end_fails(
     await hass.async_block_till_done()
     assert state(hass, OTA_STATE) == "failed"
     assert state(hass, LAST_RESULT) == "failed"
-    assert state(hass, LAST_ERROR) == error
+    assert state(hass, LAST_ERROR) == "download_failed"
+    last_error = hass.states.get(LAST_ERROR)
+    assert last_error is not None
+    assert last_error.attributes["error_code"] == error  # the device's own name for it
 
     # A failed update stays failed across the device's next restart.
     await sim_device.device.reboot()
@@ -171,7 +174,10 @@ async def test_a_download_that_breaks_aborts_with_the_device_error(
     assert coordinator.data.live.error == "ESP_ERR_OTA_VALIDATE_FAILED"
     await sim_device.device.wait_idle(10)
     await hass.async_block_till_done()
-    assert state(hass, LAST_ERROR) == "ESP_ERR_OTA_VALIDATE_FAILED"
+    assert state(hass, LAST_ERROR) == "download_failed"
+    last_error = hass.states.get(LAST_ERROR)
+    assert last_error is not None
+    assert last_error.attributes["error_code"] == "ESP_ERR_OTA_VALIDATE_FAILED"
 
 
 async def test_a_poll_during_the_download_keeps_the_pushed_progress(
@@ -196,7 +202,7 @@ async def test_a_poll_during_the_download_keeps_the_pushed_progress(
     assert (EventType.ABORT, UpdateStep.FAILED) in seen
     await hass.async_block_till_done()
     assert state(hass, OTA_STATE) == "failed"
-    assert state(hass, LAST_ERROR) == "unknown"  # an abort on request carries no error
+    assert state(hass, LAST_ERROR) == "aborted"  # on request: the only end without an error
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")

@@ -6,12 +6,14 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from unittest.mock import patch
 
 import pytest
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.translation import async_get_translations
 from pytest_homeassistant_custom_component.common import snapshot_platform
 from pytest_homeassistant_custom_component.components.diagnostics import (
     get_diagnostics_for_config_entry,
@@ -19,7 +21,15 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from syrupy.assertion import SnapshotAssertion
 
+from custom_components.esp_ota.const import DOMAIN
 from custom_components.esp_ota.espota.image_builder import build_app_image
+from custom_components.esp_ota.espota.job_record import (
+    FailureReason,
+    UpdateJobRecord,
+    UpdateStep,
+    new_record,
+)
+from custom_components.esp_ota.sensor import LAST_ERRORS
 from simulator.model import OtaRequest
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
 
@@ -38,6 +48,7 @@ FIRMWARE_BETA = "update.garden_34_56_firmware_beta_channel"
 OTA_STATE = "sensor.garden_34_56_update_state"
 OTA_PROGRESS = "sensor.garden_34_56_update_progress"
 LAST_RESULT = "sensor.garden_34_56_last_update_result"
+LAST_ERROR = "sensor.garden_34_56_last_update_error"
 IMAGE_STATE = "sensor.garden_34_56_image_state"
 RUNNING_PARTITION = "sensor.garden_34_56_running_partition"
 
@@ -135,7 +146,7 @@ async def test_progress_is_pushed_and_the_new_firmware_shows(
         )
     )
     seen_states: set[str] = set()
-    progress: list[float] = []
+    progress: list[str] = []
     async with asyncio.timeout(20):
         while True:
             await asyncio.sleep(0.05)
@@ -146,15 +157,18 @@ async def test_progress_is_pushed_and_the_new_firmware_shows(
             percentage = hass.states.get(OTA_PROGRESS)
             assert percentage is not None
             if percentage.state not in ("unknown", "unavailable"):
-                progress.append(float(percentage.state))
+                progress.append(percentage.state)
             installed = hass.states.get(FIRMWARE)
             assert installed is not None
             if installed.attributes.get("installed_version") == "1.1.0":
                 break
     assert "downloading" in seen_states
-    assert progress == sorted(progress)
-    assert 0 < progress[0] < 100
-    assert progress[-1] == 100
+    # Whole percent (the device's share of its image has decimals: 8 KiB of 192 KiB).
+    assert all(state.isdigit() for state in progress), progress
+    percents = [int(state) for state in progress]
+    assert percents == sorted(percents)
+    assert any(0 < value < 100 for value in percents), percents
+    assert percents[-1] == 100
     image_state = hass.states.get(IMAGE_STATE)
     assert image_state is not None
     assert image_state.state == "pending_verify"
@@ -232,3 +246,131 @@ async def test_entities_snapshot(
     with patch("custom_components.esp_ota.PLATFORMS", [platform]):
         await setup_entry(hass, entry)
     await snapshot_platform(hass, entity_registry, snapshot, entry.entry_id)
+
+
+def job_record(step: UpdateStep, **changes: object) -> UpdateJobRecord:
+    """A record of our install of 1.1.0 on the garden device, at `step`."""
+    record = new_record(mac="24:0a:c4:12:34:56", from_version="1.0.0", to_version="1.1.0",
+                        from_partition="ota_0")  # fmt: skip
+    return replace(record, step=step, **changes)  # type: ignore[arg-type]
+
+
+async def test_progress_reads_in_whole_percent(hass: HomeAssistant, sim_device: SimDevice) -> None:
+    """4 KiB of a 4 MiB image is 0.09765625 %: the update entity and the progress sensor
+    both say 0, then 50 half way (whole percent, rounded down, so 100 means done)."""
+    entry = make_entry(sim_device)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.device
+    size = 4 * 1024 * 1024
+    for written, shown in ((4096, 0), (size // 2 + 4096, 50), (size - 1, 99)):
+        job = job_record(UpdateStep.DOWNLOADING, size=size, bytes_written=written)
+        coordinator.publish_job(job, installing=True, progress_only=False)
+        await hass.async_block_till_done()
+        firmware = hass.states.get(FIRMWARE)
+        progress = hass.states.get(OTA_PROGRESS)
+        assert firmware is not None
+        assert progress is not None
+        assert firmware.attributes["in_progress"] is True
+        assert firmware.attributes["update_percentage"] == shown
+        assert type(firmware.attributes["update_percentage"]) is int
+        assert progress.state == str(shown)
+
+
+async def test_last_error_is_a_reason_with_the_error_code_beside(
+    hass: HomeAssistant, sim_device: SimDevice
+) -> None:
+    """A failed install's error reads as its reason (one of the sensor's options, so
+    translated); ESP-IDF's name and message are attributes. It stays while the next
+    install runs, and reads "none" once that one succeeded."""
+    entry = make_entry(sim_device)
+    await setup_entry(hass, entry)
+    coordinator = entry.runtime_data.device
+
+    def shown() -> tuple[str, str, dict[str, object]]:
+        error = hass.states.get(LAST_ERROR)
+        result = hass.states.get(LAST_RESULT)
+        assert error is not None
+        assert result is not None
+        assert error.attributes["options"] == LAST_ERRORS
+        assert error.state in LAST_ERRORS
+        details = {
+            name: error.attributes[name]
+            for name in ("error_code", "message")
+            if name in error.attributes
+        }
+        return error.state, result.state, details
+
+    assert shown() == ("none", "none", {})  # a fresh device: no update yet, no error
+
+    failed = job_record(
+        UpdateStep.FAILED,
+        reason=FailureReason.DOWNLOAD_FAILED,
+        error="ESP_ERR_OTA_VALIDATE_FAILED",
+        message="sha256 mismatch",
+    )
+    coordinator.publish_job(failed, installing=False, progress_only=False)
+    await hass.async_block_till_done()
+    failure = (
+        "download_failed",
+        "failed",
+        {"error_code": "ESP_ERR_OTA_VALIDATE_FAILED", "message": "sha256 mismatch"},
+    )
+    assert shown() == failure
+
+    for step in (UpdateStep.QUEUED, UpdateStep.DOWNLOADING, UpdateStep.REBOOTING):
+        coordinator.publish_job(job_record(step), installing=True, progress_only=False)
+        await hass.async_block_till_done()
+        assert shown() == failure, step  # the last end, while the next install runs
+
+    coordinator.publish_job(job_record(UpdateStep.SUCCEEDED), installing=False,
+                            progress_only=False)  # fmt: skip
+    await hass.async_block_till_done()
+    assert shown() == ("none", "succeeded", {})
+
+    rolled_back = job_record(UpdateStep.ROLLED_BACK, reason=FailureReason.ROLLED_BACK)
+    coordinator.publish_job(rolled_back, installing=False, progress_only=False)
+    await hass.async_block_till_done()
+    assert shown() == ("rolled_back", "rolled_back", {})
+
+
+async def test_last_error_of_an_update_the_device_ran_itself(
+    hass: HomeAssistant, sim_device: SimDevice, firmware_server: FirmwareServer
+) -> None:
+    """An update started on the device without us, that fails there: the device's
+    failure reads as download_failed, its ESP-IDF error name and message as attributes."""
+    await setup_entry(hass, make_entry(sim_device))
+    sim_device.device.faults.corrupt_at_byte = 50_000
+    image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=96 * 1024)
+    await sim_device.device.start_ota(
+        OtaRequest(
+            url=firmware_server.add("/fw.bin", image),
+            sha256=hashlib.sha256(image).hexdigest(),
+            size=len(image),
+            version="1.1.0",
+            cert_pem=firmware_server.cert_pem,
+        )
+    )
+    async with asyncio.timeout(20):
+        while (state := hass.states.get(LAST_RESULT)) is None or state.state != "failed":
+            await asyncio.sleep(0.05)
+            await hass.async_block_till_done()
+    error = hass.states.get(LAST_ERROR)
+    assert error is not None
+    reported = sim_device.device.info().last_ota
+    assert reported.error is not None
+    assert reported.error.startswith("ESP_")
+    assert error.state == "download_failed"
+    assert error.attributes["error_code"] == reported.error
+    assert error.attributes["message"] == reported.message
+
+
+async def test_states_of_a_fresh_device_read_in_words(hass: HomeAssistant) -> None:
+    """Before any update: "No update yet" and "No error", not a bare None."""
+    translations = await async_get_translations(hass, "en", "entity", {DOMAIN})
+    prefix = f"component.{DOMAIN}.entity.sensor"
+    assert translations[f"{prefix}.last_result.state.none"] == "No update yet"
+    assert translations[f"{prefix}.last_error.state.none"] == "No error"
+    for option in LAST_ERRORS:
+        text = translations[f"{prefix}.last_error.state.{option}"]
+        assert text, option
+        assert "_" not in text, option
