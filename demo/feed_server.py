@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+from collections import Counter
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 class FeedServer:
@@ -15,6 +17,8 @@ class FeedServer:
         self.root = root
         self.port = port  # the bound port once started (any free one when 0)
         self._runner: web.AppRunner | None = None
+        # Requests by path ("/feed.json"), so a benchmark sees how often the feed is read.
+        self.requests: Counter[str] = Counter()
 
     @property
     def base_url(self) -> str:
@@ -32,7 +36,7 @@ class FeedServer:
         except BaseException:
             listener.close()
             raise
-        app = web.Application()
+        app = web.Application(middlewares=[self._count])
         app.router.add_static("/", self.root, show_index=True)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -43,6 +47,11 @@ class FeedServer:
             await runner.cleanup()
             raise
         self._runner = runner
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests[request.path] += 1
+        return await handler(request)
 
     async def stop(self) -> None:
         """Close the listening socket and every connection."""

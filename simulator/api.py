@@ -23,6 +23,7 @@ from aiohttp import web
 
 from custom_components.esp_ota.espota.protocol import DeviceEvent
 
+from .api_counters import ApiCounters, ApiTally
 from .board import ESP_RST_PANIC, ESP_RST_POWERON
 from .device import SimulatedDevice
 from .faults import ApiFault
@@ -32,8 +33,6 @@ from .tls import DeviceCertificate
 _LOGGER = logging.getLogger(__name__)
 
 API_PREFIX: Final = "/api/v1"
-# Comment lines on an idle event stream, so clients and proxies see it is alive.
-KEEPALIVE_S: Final = 15.0
 # How long a reboot waits for open event streams to send their last events.
 STREAM_FLUSH_S: Final = 1.0
 # A firmware reads a request body into a fixed buffer; a certificate PEM fits easily.
@@ -83,10 +82,12 @@ class _TlsAcceptor(asyncio.Protocol):
         context: ssl.SSLContext,
         app_protocol: Callable[[], asyncio.BaseProtocol],
         upgrades: set[asyncio.Task[None]],
+        tally: ApiTally,
     ) -> None:
         self._context = context
         self._app_protocol = app_protocol
         self._upgrades = upgrades
+        self._tally = tally
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -106,6 +107,7 @@ class _TlsAcceptor(asyncio.Protocol):
             transport.close()
             return
         assert tls is not None  # typed optional; asyncio always returns the TLS transport
+        self._tally.tls_handshakes += 1
         protocol.connection_made(tls)
 
 
@@ -131,12 +133,18 @@ class DeviceApiServer:
         self._closed = False
         # Open event streams: each one's "stop" event and the task serving it.
         self._streams: dict[asyncio.Event, asyncio.Task[Any]] = {}
+        # Kept across reboots: what this device has served since the server was made.
+        self._tally = ApiTally()
         device.attach_network(self)
 
     @property
     def open_streams(self) -> int:
         """How many event streams are being served."""
         return len(self._streams)
+
+    def counters(self) -> ApiCounters:
+        """What this device's API has done so far, as the device counts it."""
+        return self._tally.snapshot(len(self._streams))
 
     # --- the device's network ---------------------------------------------------------
 
@@ -168,7 +176,7 @@ class DeviceApiServer:
         try:
             context, handlers = self._ssl, runner.server
             listener = await asyncio.get_running_loop().create_server(
-                lambda: _TlsAcceptor(context, handlers, self._upgrades),
+                lambda: _TlsAcceptor(context, handlers, self._upgrades, self._tally),
                 self.host,
                 self.port,
                 reuse_address=True,
@@ -228,6 +236,7 @@ class DeviceApiServer:
 
         Both sides are hashed first, so the comparison takes the same time whatever the
         supplied value's length and content."""
+        self._tally.request(request.method, request.path)
         if self._runner is None:
             # Going offline (the chip restarts): a request on a kept-alive connection gets
             # no answer, its connection drops, as the restarting firmware's would.
@@ -370,7 +379,10 @@ class DeviceApiServer:
                 while not stop.is_set():
                     getter = asyncio.ensure_future(queue.get())
                     done, _ = await asyncio.wait(
-                        {getter, stopping}, timeout=KEEPALIVE_S, return_when=asyncio.FIRST_COMPLETED
+                        {getter, stopping},
+                        # The heartbeat: a stream quiet this long gets `: keep-alive`.
+                        timeout=self.device.config.event_heartbeat_s,
+                        return_when=asyncio.FIRST_COMPLETED,
                     )
                     if getter in done:
                         await send(getter.result())
@@ -378,6 +390,7 @@ class DeviceApiServer:
                     getter.cancel()
                     if not done:
                         await response.write(b": keep-alive\n\n")
+                        self._tally.keepalives_sent += 1
                 while not queue.empty():  # going offline: what was emitted still goes out
                     await send(queue.get_nowait())
             finally:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from custom_components.esp_ota.espota.protocol import EVENT_HEARTBEAT_S
+
 from .faults import FaultPlan
 from .ota_task import OtaTaskConfig
 from .pace import Pace
@@ -54,3 +56,6 @@ class DeviceConfig:
     faults: FaultPlan = field(default_factory=FaultPlan, compare=False, hash=False)
     # 0: every WRITE_FLASH becomes an event.
     progress_event_interval_s: float = PROGRESS_EVENT_INTERVAL_S
+    # An open event stream carries something at least this often (the C agent's
+    # CONFIG_ESP_OTA_AGENT_KEEPALIVE_S): an event, or the comment `: keep-alive`.
+    event_heartbeat_s: float = EVENT_HEARTBEAT_S

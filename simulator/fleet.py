@@ -22,6 +22,7 @@ from custom_components.esp_ota.espota.image_builder import build_app_image
 from custom_components.esp_ota.espota.protocol import DeviceInfo
 
 from .api import DeviceApiServer
+from .api_counters import ApiCounters
 from .device import DeviceConfig, SimulatedDevice
 from .faults import FaultPlan
 from .pace import Pace
@@ -182,6 +183,14 @@ class Fleet:
         if options.mdns:
             await self._advertise()
         return self.members
+
+    def counters(self) -> list[ApiCounters]:
+        """Each device's API counters, in the fleet's order (index)."""
+        return [server.counters() for server in self.servers]
+
+    def total_counters(self) -> ApiCounters:
+        """The whole fleet's API counters added up."""
+        return ApiCounters.sum(self.counters())
 
     async def _advertise(self) -> None:
         """Register every online device over mDNS on the loopback interface.

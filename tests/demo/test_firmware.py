@@ -77,6 +77,12 @@ async def test_feed_server_serves_what_the_client_verifies(tmp_path: Path) -> No
                 body = await response.read()
             expected = (published.feed_dir / "firmware" / "garden-1.1.0-esp32.bin").read_bytes()
             assert body == expected
+        # Counted by path, so a benchmark can tell feed reads from downloads.
+        assert server.requests == {
+            "/feed.json": 1,
+            "/feed.json.sig": 1,
+            "/firmware/garden-1.1.0-esp32.bin": 1,
+        }
     finally:
         await server.stop()
     async with aiohttp.ClientSession() as session:

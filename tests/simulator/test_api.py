@@ -8,6 +8,7 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import aiohttp
@@ -25,6 +26,7 @@ from custom_components.esp_ota.espota.errors import (
 from custom_components.esp_ota.espota.protocol import DeviceEvent, EventType, ImageState, OtaState
 from simulator import api as api_module
 from simulator.api import DeviceApiServer
+from simulator.api_counters import EVENT_STREAM_REQUEST, ApiCounters
 from simulator.device import SimulatedDevice
 from simulator.tls import make_device_certificate
 
@@ -300,10 +302,9 @@ async def test_last_event_id_replays_missed_events(
     assert ids == [event.id for event in missed[1:]]
 
 
-async def test_keep_alive_comments(serve: ServeDevice, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_keep_alive_comments(serve: ServeDevice) -> None:
     """An idle stream sends comments, which the client skips."""
-    monkeypatch.setattr(api_module, "KEEPALIVE_S", 0.05)
-    served = await serve()
+    served = await serve(event_heartbeat_s=0.05)
     async with served.session.get(
         served.url + "/api/v1/events",
         headers={"Authorization": f"Bearer {SECRET}"},
@@ -565,3 +566,61 @@ async def test_a_taken_port_fails_and_can_be_retried(
             assert (await client.info()).mac == device.config.mac
     finally:
         await server.close()
+
+
+async def test_counters_count_handshakes_and_requests_by_method_and_path(
+    serve: ServeDevice,
+) -> None:
+    """Each request on a new connection is one TLS handshake and one request of its method
+    and path, refused or not; nothing else moves."""
+    served = await serve()
+    assert served.server.counters() == ApiCounters()
+    # A connection per request, as Home Assistant's polls make them.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for path, secret in [("/info", SECRET), ("/info", "wrong"), ("/ota", SECRET)]:
+            async with session.get(served.url + "/api/v1" + path, **auth(served, secret)):
+                pass
+        async with session.post(served.url + "/api/v1/nothing", **auth(served)) as response:
+            assert response.status == 404
+    counters = served.server.counters()
+    assert counters.tls_handshakes == 4
+    assert dict(counters.requests) == {
+        "GET /api/v1/info": 2,
+        "GET /api/v1/ota": 1,
+        "POST /api/v1/nothing": 1,
+    }
+    assert (counters.total_requests, counters.stream_requests) == (4, 0)
+    assert (counters.open_streams, counters.keepalives_sent) == (0, 0)
+
+
+async def test_a_stream_is_one_request_and_one_handshake_however_long_it_lives(
+    serve: ServeDevice,
+) -> None:
+    """An event stream counts once when it opens; its keep-alive comments are counted
+    apart, and it is an open stream until the client leaves."""
+    served = await serve(event_heartbeat_s=0.02)
+    async with served.session.get(served.url + "/api/v1/events", **auth(served)) as response:
+        text = b""
+        while text.count(b": keep-alive") < 5:
+            text += await asyncio.wait_for(response.content.readany(), 5)
+        during = served.server.counters()
+        assert (during.tls_handshakes, dict(during.requests)) == (1, {EVENT_STREAM_REQUEST: 1})
+        assert during.open_streams == 1
+        assert during.keepalives_sent >= 5
+        response.connection.transport.abort()  # type: ignore[union-attr]
+    await wait_until(lambda: served.server.open_streams == 0)  # the next keep-alive fails
+    after = served.server.counters()
+    assert (after.tls_handshakes, after.total_requests, after.open_streams) == (1, 1, 0)
+
+
+def test_counters_since_and_sum() -> None:
+    """A window's counts are a later snapshot minus an earlier one; a fleet's are the sum."""
+    earlier = ApiCounters(1, MappingProxyType({EVENT_STREAM_REQUEST: 1}), 1, 3)
+    later = ApiCounters(3, MappingProxyType({EVENT_STREAM_REQUEST: 1, "GET /api/v1/info": 2}), 0, 7)
+    window = later.since(earlier)
+    assert (window.tls_handshakes, dict(window.requests)) == (2, {"GET /api/v1/info": 2})
+    assert (window.open_streams, window.keepalives_sent) == (0, 4)
+    total = ApiCounters.sum([earlier, later])
+    assert (total.tls_handshakes, total.total_requests, total.stream_requests) == (4, 4, 2)
+    assert (total.open_streams, total.keepalives_sent) == (1, 10)
+    assert ApiCounters.sum([]) == ApiCounters()

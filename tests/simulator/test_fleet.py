@@ -13,6 +13,7 @@ import pytest
 
 from custom_components.esp_ota.espota.device_client import DeviceClient
 from simulator import fleet as fleet_module
+from simulator.api_counters import ApiCounters
 from simulator.fleet import (
     SERVICE_TYPE,
     Fleet,
@@ -217,3 +218,25 @@ async def test_a_failed_start_stops_what_it_started(socket_enabled: None) -> Non
     assert not fleet.devices[0].online
     with pytest.raises(ConnectionRefusedError):  # device 0's port: nothing listens any more
         await asyncio.open_connection("127.0.0.1", taken_port - 1)
+
+
+async def test_fleet_counters_per_device_and_in_total(socket_enabled: None) -> None:
+    """The fleet reads each device's own counters, in index order, and adds them up."""
+    fleet = Fleet(FleetOptions(count=3))
+    members = await fleet.start()
+    try:
+        assert fleet.total_counters() == ApiCounters()
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True)  # a handshake per request
+        ) as session:
+            client = client_for(session, members[1])
+            await client.info()
+            await client.ota_status()
+        per_device = fleet.counters()
+        assert [c.tls_handshakes for c in per_device] == [0, 2, 0]
+        assert [c.total_requests for c in per_device] == [0, 2, 0]
+        assert dict(per_device[1].requests) == {"GET /api/v1/info": 1, "GET /api/v1/ota": 1}
+        total = fleet.total_counters()
+        assert (total.tls_handshakes, dict(total.requests)) == (2, dict(per_device[1].requests))
+    finally:
+        await fleet.stop()
