@@ -39,7 +39,12 @@ DOWNLOAD_TOKEN_TTL_S: Final = 3600.0
 # Fired on the bus when an install ends, whatever the result (for automations).
 EVENT_UPDATE_FINISHED: Final = "esp_ota_update_finished"
 
-# The device pushes events; polling only catches what a dropped stream missed.
-DEVICE_POLL_INTERVAL: Final = timedelta(seconds=60)
+# The device pushes its changes on its event stream, and a heartbeat keeps it known alive:
+# while the stream is up nothing polls the device. While it is down, the device is read
+# at once, then every FALLBACK_POLL_MIN, doubling to FALLBACK_POLL_MAX (the stream's own
+# reconnection is tried meanwhile, and reading the device again is the first thing done
+# when it is back).
+FALLBACK_POLL_MIN: Final = timedelta(seconds=30)
+FALLBACK_POLL_MAX: Final = timedelta(minutes=5)
 
 ZEROCONF_API_VERSION: Final = "1"

@@ -1,4 +1,4 @@
-"""The device coordinator: pushed by the device's event stream, polled as a fallback.
+"""The device coordinator: pushed by the device's event stream; polled only while it is down.
 
 Its data, a DeviceState, is the whole truth the device's entities read: the device's last
 report, what its events said since, and our install's record. Each change replaces it.
@@ -13,15 +13,18 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Final
 
 from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import CONF_MAC
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
-from .const import DEVICE_POLL_INTERVAL, DOMAIN
+from .const import DOMAIN, FALLBACK_POLL_MAX, FALLBACK_POLL_MIN
 from .espota.device_client import DeviceClient
 from .espota.errors import CertificateMismatchError, DeviceError, DeviceUnauthorizedError
 from .espota.job_record import UpdateJobRecord, UpdateStep
@@ -47,6 +50,8 @@ _REFRESH_AFTER: Final = frozenset(
     {EventType.FINISH, EventType.ABORT, EventType.UPDATE_BOOT_PARTITION}
 )
 _STREAMING: Final = frozenset({UpdateStep.DOWNLOADING, UpdateStep.VERIFYING})
+# A stream that ends this soon after the device's `reboot` event ended for the restart.
+REBOOT_ANNOUNCED_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,16 +113,6 @@ class DeviceState:
         return self.live.percentage
 
     @property
-    def error(self) -> str | None:
-        """Why the last update failed (ESP-IDF's error name, or the install's reason)."""
-        job = self.shown_job
-        if job is None:
-            return self.live.error
-        if job.reason is None:
-            return None
-        return job.error or job.reason.value
-
-    @property
     def installed_version(self) -> str:
         """What the device runs; during an install, what it ran (until the new is verified)."""
         if self.installing and self.job is not None:
@@ -132,7 +127,13 @@ class DeviceState:
 
 
 class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
-    """Keeps one device's state: events pushed by the device, polling when they stop."""
+    """Keeps one device's state: events pushed by the device, polling only while they stop.
+
+    An idle device costs one open TLS connection (its event stream) and its heartbeat: no
+    request, no handshake. When the stream goes down (it ended, or stayed silent for two
+    heartbeats), the device is read at once, so a device that went away is unavailable
+    within two heartbeats and one request's timeout; then it is polled with a growing
+    pause until the stream is back, and read once more then (what the stream missed)."""
 
     config_entry: ConfigEntry
 
@@ -148,7 +149,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
             _LOGGER,
             config_entry=entry,
             name=f"ESP OTA {entry.title}",
-            update_interval=DEVICE_POLL_INTERVAL,
+            update_interval=None,  # no polling while the event stream is up
         )
         self.client = client
         self._stored_job = stored_job  # until the first report makes the first state
@@ -156,6 +157,10 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
         self._progress_listeners: list[CALLBACK_TYPE] = []
         self._progress_written_at = 0.0
         self._listener: asyncio.Task[None] | None = None
+        self.stream_up = False
+        self._stream_went_down = False  # since the last time it was up
+        self._fallback_poll = FALLBACK_POLL_MIN  # the next pause while the stream is down
+        self._reboot_announced_at = -REBOOT_ANNOUNCED_S  # when the last `reboot` event came
 
     @property
     def certificate_issue_id(self) -> str:
@@ -163,6 +168,9 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
         return f"certificate_mismatch_{self.config_entry.entry_id}"
 
     async def _async_update_data(self) -> DeviceState:
+        if not self.stream_up and self._listener is not None:
+            # Polling is the fallback while the stream is down, with a growing pause.
+            self.update_interval = self._next_fallback_pause()
         try:
             info = await self.client.info()
         except DeviceUnauthorizedError as err:
@@ -204,6 +212,8 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
             ) from err
         ir.async_delete_issue(self.hass, DOMAIN, self.certificate_issue_id)
         state: DeviceState | None = self.data  # None until the first refresh
+        if state is not None and info.version != state.info.version:
+            self._record_firmware_version(info.version)
         if state is None:
             # The stored job goes into the first state; from then on that state owns it.
             job, self._stored_job = self._stored_job, None
@@ -211,6 +221,16 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
         # A download's live progress comes from its events: a poll does not replace it.
         live = state.live if state.live.step in _STREAMING else live_ota_of(info)
         return replace(state, info=info, live=live)
+
+    def _record_firmware_version(self, version: str) -> None:
+        """The device page shows the firmware the device runs now (entities set it only
+        when they are made)."""
+        registry = dr.async_get(self.hass)
+        mac = self.config_entry.data[CONF_MAC]
+        if device := registry.async_get_device_by_identifier(
+            (DOMAIN, mac), self.config_entry.entry_id
+        ):
+            registry.async_update_device(device.id, sw_version=version)
 
     @callback
     def publish_job(self, job: UpdateJobRecord, *, installing: bool, progress_only: bool) -> None:
@@ -239,7 +259,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
 
     async def _listen(self) -> None:
         try:
-            async for event in self.client.events(on_reconnect=self._stream_reconnected):
+            async for event in self.client.events(on_stream=self._stream_changed):
                 self.handle_event(event)
                 for tap in self._taps:
                     tap.put_nowait(event)
@@ -247,14 +267,43 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
                 # let the rest of Home Assistant run between two of them.
                 await asyncio.sleep(0)
         except DeviceUnauthorizedError, CertificateMismatchError:
-            # The next poll raises the matching reauth flow or repair issue.
+            # The stream is over for good: reading the device raises the matching reauth
+            # flow or repair issue (and polls while the entry stays loaded).
+            self.stream_up = False
             await self.async_request_refresh()
 
-    def _stream_reconnected(self) -> None:
-        """The stream is back after a gap (a restart, the network): read the device now
-        rather than at the next poll; an install reads it itself."""
-        if not self.data.installing:
-            self.hass.async_create_task(self.async_request_refresh(), eager_start=True)
+    @callback
+    def _stream_changed(self, up: bool) -> None:
+        """The stream came up or went down: stop polling, or read the device and poll.
+
+        Up after a gap (a restart, the network): the device may have changed meanwhile,
+        so it is read at once, unless an install is reading it itself; the first stream
+        after the first read needs no read of its own. Down: read at once, so a device
+        that went away is unavailable now, not at some later poll; after the device said
+        it reboots, at the first fallback poll instead (the stream's return reads it
+        sooner), so a restart shows as one, not as the device gone."""
+        self.stream_up = up
+        if up:
+            gap, self._stream_went_down = self._stream_went_down, False
+            self.update_interval = None
+            self._fallback_poll = FALLBACK_POLL_MIN
+            if gap and not self.data.installing:
+                # Not debounced: the read that ended the gap may be seconds old. The
+                # stream's reconnection pauses already bound how often this happens.
+                self.hass.async_create_task(self.async_refresh(), eager_start=True)
+            return
+        self._stream_went_down = True
+        if time.monotonic() - self._reboot_announced_at < REBOOT_ANNOUNCED_S:
+            self.update_interval = self._next_fallback_pause()
+            self._schedule_refresh()
+            return
+        self.hass.async_create_task(self.async_request_refresh(), eager_start=True)
+
+    def _next_fallback_pause(self) -> timedelta:
+        """The pause before the next poll while the stream is down: twice the last one."""
+        pause = self._fallback_poll
+        self._fallback_poll = min(pause * 2, FALLBACK_POLL_MAX)
+        return pause
 
     async def events(self) -> AsyncIterator[DeviceEvent]:
         """The device's pushed events from now on, for as long as the caller iterates (the
@@ -292,6 +341,8 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
             case _:
                 pass
         self.data = replace(state, live=live, last_event=event)
+        if event.type is EventType.REBOOT:
+            self._reboot_announced_at = time.monotonic()
         if state.installing:
             # The install shows its own steps and progress, publishes at its pace, and
             # reads the device itself when its events say it is time.

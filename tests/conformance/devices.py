@@ -69,6 +69,11 @@ REBOOT_DELAY_S: Final = 0.1
 # OtaTaskConfig.stall_abort_ms; the C host build's CONFIG_ESP_OTA_AGENT_STALL_TIMEOUT_MS in
 # firmware/examples/esp_ota_device/sdkconfig.defaults.linux).
 STALL_S: Final = 3.0
+# Both devices send something on an open event stream at least this often (the
+# simulator's DeviceConfig.event_heartbeat_s; the C host build's
+# CONFIG_ESP_OTA_AGENT_KEEPALIVE_S in sdkconfig.defaults.linux): the protocol's 15 s,
+# shortened so the suite sees several heartbeats in seconds.
+HEARTBEAT_S: Final = 2.0
 # From process start (or power-on) to the API answering a TLS handshake.
 START_TIMEOUT_S: Final = 15.0
 CLIENT_TIMEOUT_S: Final = 5.0
@@ -265,6 +270,7 @@ class SimulatorDevice(DeviceUnderTest):
                 factory_image=self.factory_image,
                 reboot_time_s=REBOOT_DELAY_S,
                 ota=OtaTaskConfig(stall_abort_ms=round(STALL_S * 1000)),
+                event_heartbeat_s=HEARTBEAT_S,
                 anti_rollback=options.anti_rollback,
                 faults=FaultPlan(
                     crash_versions=set(options.crash_versions), unhealthy=not options.healthy

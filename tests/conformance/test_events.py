@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncio
+import time
+
 import aiohttp
 import pytest
 
 from custom_components.esp_ota.espota.protocol import OtaState
 
-from .devices import DeviceUnderTest
+from .devices import HEARTBEAT_S, DeviceUnderTest
 from .support import (
     FirmwareHost,
     RawEventStream,
@@ -133,3 +136,33 @@ async def test_a_reboot_empties_the_ring_and_ids_keep_counting(
         first = _checked(await fresh.next_event())
     assert (first["type"], first["ota_id"]) == ("start", ota_id), "the ring survived the reboot"
     assert first["id"] > last["id"], (first, last)
+
+
+async def test_an_open_stream_carries_something_every_heartbeat(
+    dut: DeviceUnderTest, firmware: FirmwareHost
+) -> None:
+    """A quiet stream gets `: keep-alive` at least every heartbeat, counted from whatever
+    it carried last: also after events that came between two heartbeats (clients give a
+    stream up after two silent heartbeats, docs/protocol.md)."""
+    # Jitter of a loaded test machine; a device a heartbeat late is well past it.
+    bound_s = HEARTBEAT_S * 1.4
+    async with RawEventStream(dut) as stream:
+        assert (await stream.next()).comment == "connected"
+        # Right after a heartbeat, so the job's events fall early in the next interval.
+        assert (await stream.next(within_s=bound_s)).comment == "keep-alive"
+        job = asyncio.create_task(_failing_job(dut, firmware, "2.0.0"))
+        last_at = time.monotonic()
+        gaps: list[tuple[str, float]] = []
+        events = quiet_heartbeats = 0
+        while not (events and job.done() and quiet_heartbeats >= 2):
+            item = await stream.next(within_s=bound_s)
+            now = time.monotonic()
+            gaps.append((item.comment or str(item.event), now - last_at))
+            last_at = now
+            if item.comment is None:
+                events, quiet_heartbeats = events + 1, 0
+            else:
+                quiet_heartbeats += 1
+        await job
+    assert events >= 2, gaps  # the job's events did come between heartbeats
+    assert max(gap for _, gap in gaps) <= bound_s, gaps

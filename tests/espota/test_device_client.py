@@ -394,8 +394,8 @@ async def test_reconnects_with_last_event_id(
     stub.stream(sse(1, "start") + sse(2, "connected"), None, sse(3, "reboot"))
     client = client_of(stub, session)
     seen: list[int] = []
-    reconnected: list[int] = []  # events seen when a stream was accepted again
-    stream = client.events(on_reconnect=lambda: reconnected.append(len(seen)))
+    changes: list[tuple[bool, int]] = []  # (up, events seen) at each change of the stream
+    stream = client.events(on_stream=lambda up: changes.append((up, len(seen))))
     async with contextlib.aclosing(stream) as events:  # type: ignore[type-var]
         async for event in events:
             seen.append(event.id)
@@ -404,17 +404,48 @@ async def test_reconnects_with_last_event_id(
     assert seen == [1, 2, 3]
     last_ids = [request.headers.get("Last-Event-ID") for request in stub.requests]
     assert last_ids == [None, "2", "2"]
-    # Not at the first connection, nor at the refused one (503): at the one accepted again.
-    assert reconnected == [2]
+    # Up at the first connection, down when it ended (once, though the next attempt was
+    # refused with 503 as well), up again at the one accepted again.
+    assert changes == [(True, 0), (False, 2), (True, 2)]
 
 
+async def test_a_stream_that_cannot_open_is_told_down_once(
+    stub: StubDevice, session: aiohttp.ClientSession, fast_reconnect: None
+) -> None:
+    """The first attempt failing says "down" once; later failures say nothing more."""
+    stub.stream(None, None, None, sse(1, "reboot"))
+    client = client_of(stub, session)
+    changes: list[bool] = []
+    stream = client.events(on_stream=changes.append)
+    async with contextlib.aclosing(stream) as events:  # type: ignore[type-var]
+        async for _ in events:
+            break
+    assert len(stub.requests) == 4
+    assert changes == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("settled_s", "expected"),
+    [
+        # The empty stream counts as a good one: the pauses start again.
+        (0.0, [0.01, 0.02, 0.04, 0.04, 0.01, 0.02]),
+        # It ended before it settled (a device dropping every stream at once): they
+        # keep growing.
+        (60.0, [0.01, 0.02, 0.04, 0.04, 0.04, 0.04]),
+    ],
+)
 async def test_backoff_doubles_to_its_bound_and_resets(
     stub: StubDevice,
     session: aiohttp.ClientSession,
     fast_reconnect: None,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    settled_s: float,
+    expected: list[float],
 ) -> None:
-    """Pauses double up to EVENT_RECONNECT_MAX_S and start again after a good connection."""
+    """Pauses double up to EVENT_RECONNECT_MAX_S and start again after a stream that
+    lived EVENT_STREAM_SETTLED_S."""
+    monkeypatch.setattr(device_client, "EVENT_STREAM_SETTLED_S", settled_s)
     stub.stream(None, None, None, None, b"", None, sse(1, "reboot"))
     caplog.set_level(logging.DEBUG, logger=device_client.__name__)
     client = client_of(stub, session)
@@ -426,7 +457,7 @@ async def test_backoff_doubles_to_its_bound_and_resets(
         for record in caplog.records
         if "reconnecting" in record.getMessage() and isinstance(record.args, tuple)
     ]
-    assert pauses == [0.01, 0.02, 0.04, 0.04, 0.01, 0.02]
+    assert pauses == expected
 
 
 async def test_stopping_the_stream_closes_the_connection(

@@ -12,6 +12,7 @@ from unittest.mock import patch
 import pytest
 from homeassistant.const import STATE_OFF, STATE_ON, STATE_UNAVAILABLE, Platform
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.translation import async_get_translations
 from pytest_homeassistant_custom_component.common import snapshot_platform
@@ -178,6 +179,11 @@ async def test_progress_is_pushed_and_the_new_firmware_shows(
     result = hass.states.get(LAST_RESULT)
     assert result is not None
     assert result.state == "succeeded"
+    # The device page says what the device runs now, not what it ran when added.
+    entry_id = hass.config_entries.async_entries(DOMAIN)[0].entry_id
+    device = dr.async_get(hass).async_get_device_by_identifier((DOMAIN, sim_device.mac), entry_id)
+    assert device is not None
+    assert device.sw_version == "1.1.0"
 
 
 async def test_availability_by_polling_logged_once(

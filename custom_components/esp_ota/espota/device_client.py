@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ from .json_reader import decode_json
 from .protocol import (
     API_PREFIX,
     ESP_ERR_INVALID_STATE,
+    EVENT_HEARTBEAT_S,
     DeviceEvent,
     DeviceInfo,
     OtaStatus,
@@ -55,12 +57,17 @@ DEFAULT_TIMEOUT: Final = 10.0
 # leaves 25 times that for a firmware's longer names and messages, and is what a device
 # can make Home Assistant hold for one answer (docs/protocol.md, "Endpoints").
 MAX_ANSWER_BYTES: Final = 64 * 1024
-# The device sends a keep-alive comment every 15 s on an idle event stream.
-EVENT_STREAM_READ_TIMEOUT: Final = 45.0
+# A stream silent for two heartbeats is dead (the device froze, or the network between us
+# went away without a word): give it up, reconnect, and let the caller check the device.
+EVENT_STREAM_READ_TIMEOUT: Final = 2 * EVENT_HEARTBEAT_S
 # An event is a few hundred bytes; anything this large is not protocol v1.
 MAX_EVENT_BYTES: Final = 64 * 1024
 EVENT_RECONNECT_MIN_S: Final = 0.5
 EVENT_RECONNECT_MAX_S: Final = 30.0
+# A stream that lived this long was a good one: the next reconnection starts with the
+# shortest pause again. One that ends sooner (a device that takes the stream and drops
+# it) keeps the pause growing, so it never costs a TLS handshake every half second.
+EVENT_STREAM_SETTLED_S: Final = EVENT_HEARTBEAT_S
 
 
 def _read_only_tls() -> ssl.SSLContext:
@@ -288,34 +295,43 @@ class DeviceClient:
         return self._session.closed
 
     async def events(
-        self, *, reconnect: bool = True, on_reconnect: Callable[[], None] | None = None
+        self, *, reconnect: bool = True, on_stream: Callable[[bool], None] | None = None
     ) -> AsyncIterator[DeviceEvent]:
         """The device's events, as they happen.
 
-        With `reconnect`, a dropped stream (a reboot, a network blip, a silent device) is
-        reopened after a pause that doubles from EVENT_RECONNECT_MIN_S up to
-        EVENT_RECONNECT_MAX_S (back to the minimum once a connection is accepted), and
-        `Last-Event-ID` asks the device for what was missed. Authentication and
+        With `reconnect`, a dropped stream (a reboot, a network blip, a device silent for
+        two heartbeats) is reopened after a pause that doubles from EVENT_RECONNECT_MIN_S
+        up to EVENT_RECONNECT_MAX_S (back to the minimum after a stream that lived
+        EVENT_STREAM_SETTLED_S),
+        and `Last-Event-ID` asks the device for what was missed. Authentication and
         certificate errors always end the stream. It ends quietly when the injected
         session is closed (Home Assistant shutting down). To stop it otherwise, leave the
         `async for` (wrap it in `contextlib.aclosing` to close the connection at once) or
-        cancel the task iterating it. `on_reconnect` is called each time a stream is
-        accepted again after one ended: the device may have changed meanwhile (a restart
-        empties its event ring, so no event tells).
+        cancel the task iterating it.
+
+        `on_stream(up)` tells when the stream changes between up and down: True when a
+        stream is accepted (the first, or one after a gap: the device may have changed
+        meanwhile, and a restart empties its event ring, so no event tells); False when
+        it ends, or when the first one cannot be opened. Failed attempts in a row while
+        it is down say nothing more.
         """
         last_id: int | None = None
         pause = EVENT_RECONNECT_MIN_S
-        ended_once = False
+        up: bool | None = None  # unknown until the first attempt
+        accepted_at: float | None = None
 
-        def connected() -> None:
-            nonlocal pause
-            pause = EVENT_RECONNECT_MIN_S
-            if ended_once and on_reconnect is not None:
-                on_reconnect()
+        def tell(now_up: bool) -> None:
+            nonlocal up, accepted_at
+            if now_up:
+                accepted_at = time.monotonic()
+            if up is not now_up:
+                up = now_up
+                if on_stream is not None:
+                    on_stream(now_up)
 
         while not self._session_closed():
             try:
-                async for event in self._event_stream(last_id, connected):
+                async for event in self._event_stream(last_id, lambda: tell(True)):
                     last_id = event.id
                     yield event
                 if not reconnect:
@@ -325,7 +341,10 @@ class DeviceClient:
                     return  # the stream broke because its session was closed
                 if not reconnect:
                     raise
-            ended_once = True
+            tell(False)
+            if accepted_at is not None and time.monotonic() - accepted_at >= EVENT_STREAM_SETTLED_S:
+                pause = EVENT_RECONNECT_MIN_S
+            accepted_at = None
             _LOGGER.debug("%s: event stream ended; reconnecting in %.2f s", self.host, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, EVENT_RECONNECT_MAX_S)

@@ -16,6 +16,9 @@ from .errors import DeviceProtocolError
 from .json_reader import JsonReader
 
 API_PREFIX: Final = "/api/v1"
+# A device sends something (an event, or the comment `: keep-alive`) on every open event
+# stream at least this often: the stream's heartbeat (docs/protocol.md, "GET /api/v1/events").
+EVENT_HEARTBEAT_S: Final = 15.0
 # The error name a device answers POST /ota with while another OTA runs (409).
 ESP_ERR_INVALID_STATE: Final = "ESP_ERR_INVALID_STATE"
 

@@ -164,7 +164,37 @@ size_t agent_events_open_streams(void)
 
 
 
-/* Send every stream what it has not seen yet, and a keep-alive to the quiet ones. */
+/*
+ * The heartbeat: every open stream carries something at least every
+ * CONFIG_ESP_OTA_AGENT_KEEPALIVE_S (clients give a stream up after two silent intervals).
+ * One one-shot timer wakes the pump when the quietest stream is due, not on a fixed tick:
+ * a tick of the interval itself could leave a stream silent for almost two intervals, and
+ * a shorter tick would wake the device for nothing.
+ */
+static void arm_keepalive(void)
+{
+    if (g_agent.keepalive == NULL) {
+        return;
+    }
+    const int64_t interval_us = (int64_t)CONFIG_ESP_OTA_AGENT_KEEPALIVE_S * 1000000;
+    int64_t earliest_due_us = INT64_MAX;
+    for (size_t i = 0; i < CONFIG_ESP_OTA_AGENT_MAX_EVENT_STREAMS; i++) {
+        const agent_stream_t *stream = &g_agent.streams[i];
+        if (stream->req != NULL && stream->last_write_us + interval_us < earliest_due_us) {
+            earliest_due_us = stream->last_write_us + interval_us;
+        }
+    }
+    if (earliest_due_us == INT64_MAX) {
+        xTimerStop(g_agent.keepalive, 0);
+        return;
+    }
+    int64_t wait_ms = (earliest_due_us - esp_timer_get_time() + 999) / 1000;
+    TickType_t wait_ticks = pdMS_TO_TICKS(wait_ms > 0 ? wait_ms : 0);
+    /* Changing the period (re)starts the timer. */
+    xTimerChangePeriod(g_agent.keepalive, wait_ticks > 0 ? wait_ticks : 1, 0);
+}
+
+/* Send every stream what it has not seen yet, and a keep-alive to the ones due one. */
 static void pump(void *arg)
 {
     (void)arg;
@@ -196,9 +226,7 @@ static void pump(void *arg)
             end_stream(stream, true);
         }
     }
-    if (agent_events_open_streams() == 0 && g_agent.keepalive != NULL) {
-        xTimerStop(g_agent.keepalive, 0);
-    }
+    arm_keepalive();
 }
 
 static void queue_pump(void)
@@ -264,10 +292,7 @@ esp_err_t agent_events_open_stream(httpd_req_t *req)
         end_stream(slot, true);
         return ESP_OK;
     }
-    if (g_agent.keepalive != NULL) {
-        xTimerStart(g_agent.keepalive, 0);
-    }
-    queue_pump();
+    queue_pump();  /* also arms the heartbeat for this stream */
     return ESP_OK;
 }
 
@@ -313,7 +338,7 @@ esp_err_t agent_events_start(void)
     if (g_agent.keepalive == NULL) {
         g_agent.keepalive = xTimerCreate("esp_ota_keepalive",
                                          pdMS_TO_TICKS(CONFIG_ESP_OTA_AGENT_KEEPALIVE_S * 1000),
-                                         pdTRUE, NULL, on_keepalive_timer);
+                                         pdFALSE, NULL, on_keepalive_timer);
     }
     esp_err_t err = esp_event_handler_register(ESP_HTTPS_OTA_EVENT, ESP_EVENT_ANY_ID,
                                                on_https_ota_event, NULL);
