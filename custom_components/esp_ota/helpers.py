@@ -6,10 +6,10 @@ from typing import Any
 
 from homeassistant.const import CONF_HOST, CONF_PORT
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from yarl import URL
 
 from .const import CONF_CERT_FINGERPRINT, CONF_SECRET, DEFAULT_PORT
+from .device_session import async_get_device_session
 from .espota.device_client import DeviceClient
 
 
@@ -23,9 +23,9 @@ def parse_host(text: str) -> tuple[str, int]:
 
 
 def client_from_data(hass: HomeAssistant, data: dict[str, Any]) -> DeviceClient:
-    """A device client, pinned to the stored certificate, on Home Assistant's session."""
+    """A device client, pinned to the stored certificate, on the devices' session."""
     return DeviceClient(
-        async_get_clientsession(hass),
+        async_get_device_session(hass),
         data[CONF_HOST],
         data[CONF_PORT],
         data[CONF_SECRET],
