@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from homeassistant.util.yaml import load_yaml_dict
+from packaging.requirements import Requirement
 
 from custom_components.esp_ota.const import DOMAIN
 from tests.conftest import REPO_ROOT
@@ -230,6 +231,9 @@ def test_rules_marked_done_are_backed_by_the_code() -> None:
     checks = {
         "config-flow": manifest.get("config_flow") is True,
         "integration-owner": bool(manifest.get("codeowners")),
+        # Its source under an OSI licence, every requirement a plain PyPI one (no URL).
+        "dependency-transparency": (REPO_ROOT / "LICENSE").is_file()
+        and all(Requirement(line).url is None for line in manifest.get("requirements", [])),
         "discovery": bool(manifest.get("zeroconf") or manifest.get("dhcp")),
         "discovery-update-info": bool(manifest.get("dhcp")),
         "reauthentication-flow": hasattr(flow, "async_step_reauth_confirm"),
@@ -248,6 +252,106 @@ def test_rules_marked_done_are_backed_by_the_code() -> None:
     }
     wrong = [rule for rule, holds in checks.items() if (status_of(rule) == "done") is not holds]
     assert wrong == [], f"status does not match the code for {wrong}"
+
+
+def comment_of(rule: str) -> str:
+    """The rule's comment ('' for a bare status)."""
+    value = load_rules()[rule]
+    return str(value.get("comment", "")) if isinstance(value, dict) else ""
+
+
+# The calls that open a socket of their own, by their last name (socket.socket,
+# asyncio.open_connection, loop.create_connection, aiohttp.ClientSession, ...).
+SOCKET_OPENERS = frozenset(
+    {
+        "ClientSession",
+        "HTTPConnection",
+        "HTTPSConnection",
+        "TCPConnector",
+        "create_connection",
+        "create_datagram_endpoint",
+        "create_server",
+        "create_unix_connection",
+        "open_connection",
+        "open_unix_connection",
+        "sock_connect",
+        "socket",
+        "socketpair",
+        "start_server",
+        "urlopen",
+    }
+)
+# inject-websession: every socket the integration opens itself (file, call), and the words
+# by which the rule's comment names it. A new one must be named there, or use the session.
+OWN_SOCKETS = {
+    ("espota/device_client.py", "open_connection"): "config flow",  # the device's certificate
+    ("espota/direct_download.py", "open_connection"): "direct-mode",  # the release server's
+    ("firmware.py", "socket"): "UDP",  # the route probe: connect() picks a route, sends nothing
+    ("espota/bounded_listener.py", "create_server"): "firmware server",  # its listener
+    ("device_session.py", "ClientSession"): "device session",  # the devices' HTTP session
+}
+# The library's clients that make HTTP requests, and what the HA layer must pass them.
+SESSION_CLIENTS = frozenset({"DeviceClient", "FeedClient", "FirmwareStore"})
+INJECTED_SESSIONS = frozenset({"async_get_clientsession", "async_get_device_session"})
+
+
+def called_name(call: ast.Call) -> str:
+    """The last name of what is called: `socket` for socket.socket(...)."""
+    func = call.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else ""
+
+
+def own_sockets() -> set[tuple[str, str]]:
+    """(file, call) of every call in the integration (library included) that opens a socket."""
+    found: set[tuple[str, str]] = set()
+    for path in sorted(INTEGRATION.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and called_name(node) in SOCKET_OPENERS:
+                found.add((path.relative_to(INTEGRATION).as_posix(), called_name(node)))
+    return found
+
+
+def test_inject_websession_names_every_socket_the_integration_opens() -> None:
+    """inject-websession: HTTP goes through Home Assistant's session, and the comment names
+    every other socket (a new one fails here until it is named, or moved to the session)."""
+    assert status_of("inject-websession") == "done"
+    assert own_sockets() == set(OWN_SOCKETS)
+    comment = comment_of("inject-websession")
+    unnamed = [site for site, words in OWN_SOCKETS.items() if words not in comment]
+    assert unnamed == [], f"the comment does not name {unnamed}"
+    assert "device session" in comment
+    # The HA layer hands every HTTP client of the library Home Assistant's shared session,
+    # or the device session built over it (its resolver) with the lean TLS connector.
+    made = 0
+    for module in integration_modules():
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Call) and called_name(node) in SESSION_CLIENTS:
+                arguments = [*node.args, *(keyword.value for keyword in node.keywords)]
+                shared = [
+                    argument
+                    for argument in arguments
+                    if isinstance(argument, ast.Call)
+                    and called_name(argument) in INJECTED_SESSIONS
+                ]
+                assert shared, f"{module.name}: {ast.unparse(node)} without the shared session"
+                made += 1
+    assert made >= 4  # the config flow's and the entries' device clients, feed, store
+
+
+def test_polling_is_what_appropriate_polling_says() -> None:
+    """appropriate-polling: the comment's figures are the code's."""
+    from custom_components.esp_ota.const import FALLBACK_POLL_MAX, FALLBACK_POLL_MIN
+    from custom_components.esp_ota.feed_coordinator import FEED_UPDATE_INTERVAL
+
+    comment = comment_of("appropriate-polling")
+    assert FALLBACK_POLL_MIN.total_seconds() == 30
+    assert "every 30 s" in comment
+    assert FALLBACK_POLL_MAX.total_seconds() == 5 * 60
+    assert "5 min" in comment
+    assert FEED_UPDATE_INTERVAL.total_seconds() == 3600
+    assert "hourly" in comment
 
 
 def flow_reasons() -> dict[str, set[str]]:
