@@ -12,6 +12,7 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import DeviceEntry
 from homeassistant.helpers.typing import ConfigType
 
@@ -22,13 +23,13 @@ from .const import (
     DEFAULT_MAX_PARALLEL_INSTALLS,
     DOMAIN,
 )
-from .coordinator import EspOtaDeviceCoordinator
+from .coordinator import CERTIFICATE_ISSUE, EspOtaDeviceCoordinator
 from .devices import async_remove_stale_devices, is_live_device
 from .espota.feed import Release
 from .feed_coordinator import FEED_COORDINATORS, FeedCoordinator, FeedCoordinators
 from .firmware import FIRMWARE_SERVICE, FirmwareService
 from .helpers import client_from_data
-from .installer import DeviceInstaller
+from .installer import NOT_BACK_ISSUE, ROLLED_BACK_ISSUE, DeviceInstaller
 from .runtime import EspOtaConfigEntry, EspOtaRuntimeData
 
 PLATFORMS: list[Platform] = [Platform.SENSOR, Platform.UPDATE]
@@ -120,6 +121,12 @@ async def async_unload_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> b
         await entry.runtime_data.installer.async_stop()
         await hass.data[FIRMWARE_SERVICE].async_remove_user(entry.entry_id)
     return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: EspOtaConfigEntry) -> None:
+    """The device is gone from Home Assistant: so are its repair issues."""
+    for issue in (ROLLED_BACK_ISSUE, NOT_BACK_ISSUE, CERTIFICATE_ISSUE):
+        ir.async_delete_issue(hass, DOMAIN, f"{issue}_{entry.entry_id}")
 
 
 async def async_remove_config_entry_device(

@@ -50,6 +50,8 @@ _REFRESH_AFTER: Final = frozenset(
     {EventType.FINISH, EventType.ABORT, EventType.UPDATE_BOOT_PARTITION}
 )
 _STREAMING: Final = frozenset({UpdateStep.DOWNLOADING, UpdateStep.VERIFYING})
+# The repair issue raised when a device's certificate changes (one per entry).
+CERTIFICATE_ISSUE: Final = "certificate_mismatch"
 # A stream that ends this soon after the device's `reboot` event ended for the restart.
 REBOOT_ANNOUNCED_S: Final = 5.0
 
@@ -165,7 +167,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
     @property
     def certificate_issue_id(self) -> str:
         """The repair issue raised when the device's certificate changes."""
-        return f"certificate_mismatch_{self.config_entry.entry_id}"
+        return f"{CERTIFICATE_ISSUE}_{self.config_entry.entry_id}"
 
     async def _async_update_data(self) -> DeviceState:
         if not self.stream_up and self._listener is not None:

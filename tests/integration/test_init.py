@@ -118,3 +118,31 @@ async def test_certificate_change_is_refused_and_reported(
     assert issue is not None
     assert issue.translation_placeholders == {"name": entry.title, "host": "127.0.0.1"}
     assert entry.data[CONF_MAC] == sim_device.mac
+
+
+async def test_removing_a_device_removes_its_repair_issues(
+    hass: HomeAssistant, sim_device: SimDevice
+) -> None:
+    """A removed entry leaves no repair issue behind (its flows would have nothing to fix);
+    another entry's issues stay."""
+    entry = make_entry(sim_device)
+    await setup_entry(hass, entry)
+    await wait_for_event_stream(sim_device)
+    for issue in ("update_rolled_back", "update_not_back", "certificate_mismatch"):
+        for entry_id in (entry.entry_id, "another_entry"):
+            ir.async_create_issue(
+                hass,
+                DOMAIN,
+                f"{issue}_{entry_id}",
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR,
+                translation_key=issue,
+            )
+    await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    left = {issue_id for domain, issue_id in ir.async_get(hass).issues if domain == DOMAIN}
+    assert left == {
+        "update_rolled_back_another_entry",
+        "update_not_back_another_entry",
+        "certificate_mismatch_another_entry",
+    }
