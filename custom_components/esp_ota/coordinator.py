@@ -14,10 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import cached_property
 from typing import Final
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.const import CONF_MAC
+from homeassistant.const import CONF_HOST, CONF_MAC, CONF_PORT
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed
 from homeassistant.helpers import device_registry as dr
@@ -25,6 +26,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from .const import DOMAIN, FALLBACK_POLL_MAX, FALLBACK_POLL_MIN
+from .espota.chips import format_chip_revision
 from .espota.device_client import DeviceClient
 from .espota.errors import CertificateMismatchError, DeviceError, DeviceUnauthorizedError
 from .espota.job_record import UpdateJobRecord, UpdateStep
@@ -163,6 +165,23 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
         self._stream_went_down = False  # since the last time it was up
         self._fallback_poll = FALLBACK_POLL_MIN  # the next pause while the stream is down
         self._reboot_announced_at = -REBOOT_ANNOUNCED_S  # when the last `reboot` event came
+
+    @cached_property
+    def device_info(self) -> dr.DeviceInfo:
+        """The device as its entities register it (made once, from the first report)."""
+        entry = self.config_entry
+        info = self.data.info
+        return dr.DeviceInfo(
+            identifiers={(DOMAIN, entry.data[CONF_MAC])},
+            connections={(dr.CONNECTION_NETWORK_MAC, entry.data[CONF_MAC])},
+            name=entry.title,
+            manufacturer="Espressif",
+            model=info.chip.upper().replace("ESP32", "ESP32-").rstrip("-"),
+            model_id=info.project,
+            sw_version=info.version,
+            hw_version=format_chip_revision(info.chip_revision),
+            configuration_url=f"https://{entry.data[CONF_HOST]}:{entry.data[CONF_PORT]}/",
+        )
 
     @property
     def certificate_issue_id(self) -> str:

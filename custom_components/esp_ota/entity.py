@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from homeassistant.const import CONF_HOST, CONF_MAC, CONF_PORT
-from homeassistant.helpers.device_registry import CONNECTION_NETWORK_MAC, DeviceInfo
+from homeassistant.const import CONF_MAC
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
-from .const import DOMAIN
 from .coordinator import EspOtaDeviceCoordinator
-from .espota.chips import format_chip_revision
 
 
 def whole_percent(percentage: float | None) -> int | None:
@@ -25,18 +22,6 @@ class EspOtaEntity(CoordinatorEntity[EspOtaDeviceCoordinator]):
 
     def __init__(self, coordinator: EspOtaDeviceCoordinator, key: str) -> None:
         super().__init__(coordinator)
-        entry = coordinator.config_entry
-        mac = entry.data[CONF_MAC]
-        info = coordinator.data.info
-        self._attr_unique_id = f"{mac}_{key}"
-        self._attr_device_info = DeviceInfo(
-            identifiers={(DOMAIN, mac)},
-            connections={(CONNECTION_NETWORK_MAC, mac)},
-            name=entry.title,
-            manufacturer="Espressif",
-            model=info.chip.upper().replace("ESP32", "ESP32-").rstrip("-"),
-            model_id=info.project,
-            sw_version=info.version,
-            hw_version=format_chip_revision(info.chip_revision),
-            configuration_url=f"https://{entry.data[CONF_HOST]}:{entry.data[CONF_PORT]}/",
-        )
+        self._attr_unique_id = f"{coordinator.config_entry.data[CONF_MAC]}_{key}"
+        # One DeviceInfo per device, shared by its entities (each would hold its own copy).
+        self._attr_device_info = coordinator.device_info

@@ -118,6 +118,9 @@ SENSORS = (
         native_unit_of_measurement=PERCENTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         suggested_display_precision=0,
+        # The update entity shows the same progress: each entity enabled by default costs
+        # every device tens of KB of Home Assistant's memory (docs/architecture.md).
+        entity_registry_enabled_default=False,
         value_fn=lambda state: whole_percent(state.percentage),
         shows_progress=True,
     ),
@@ -143,6 +146,7 @@ SENSORS = (
         key="running_partition",
         translation_key="running_partition",
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda state: state.info.running_partition,
     ),
     EspOtaSensorEntityDescription(
@@ -151,6 +155,7 @@ SENSORS = (
         device_class=SensorDeviceClass.ENUM,
         options=[state.value for state in ImageState],
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda state: state.info.image_state.value,
     ),
     EspOtaSensorEntityDescription(

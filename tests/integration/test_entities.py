@@ -92,6 +92,26 @@ async def test_update_offered_from_the_feed(
     assert beta_state.attributes["latest_version"] == "1.2.0b1"
 
 
+async def test_few_entities_are_enabled_by_default(
+    hass: HomeAssistant, sim_device: SimDevice, entity_registry: er.EntityRegistry
+) -> None:
+    """Each entity enabled costs every device tens of KB of Home Assistant's memory
+    (docs/architecture.md, "What an idle device costs"): the update entity and the three
+    sensors that say how updates went are enabled; the rest (the progress the update
+    entity shows too, and the diagnostics) are there to enable."""
+    entry = make_entry(sim_device)
+    await setup_entry(hass, entry)
+    entities = er.async_entries_for_config_entry(entity_registry, entry.entry_id)
+    enabled = sorted(entity.entity_id for entity in entities if not entity.disabled)
+    assert enabled == [
+        "sensor.garden_34_56_last_update_error",
+        "sensor.garden_34_56_last_update_result",
+        "sensor.garden_34_56_update_state",
+        FIRMWARE,
+    ]
+    assert len(entities) == 12
+
+
 async def test_release_notes(
     hass: HomeAssistant, sim_device: SimDevice, feed_server: FeedServer, hass_ws_client: object
 ) -> None:
@@ -130,6 +150,7 @@ async def test_feed_without_a_fitting_release(
     assert state.attributes["release_url"] is None
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_progress_is_pushed_and_the_new_firmware_shows(
     hass: HomeAssistant, sim_device: SimDevice, firmware_server: FirmwareServer
 ) -> None:
@@ -261,6 +282,7 @@ def job_record(step: UpdateStep, **changes: object) -> UpdateJobRecord:
     return replace(record, step=step, **changes)  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_progress_reads_in_whole_percent(hass: HomeAssistant, sim_device: SimDevice) -> None:
     """4 KiB of a 4 MiB image is 0.09765625 %: the update entity and the progress sensor
     both say 0, then 50 half way (whole percent, rounded down, so 100 means done)."""
