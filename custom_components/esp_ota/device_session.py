@@ -1,5 +1,5 @@
 """The HTTP session every device client shares: Home Assistant's resolver and settings,
-with TLS connections that cost 16 KiB of read buffer each instead of 256 KiB.
+with TLS connections that cost 4 KiB of read buffer each instead of 256 KiB.
 
 Each device holds one TLS connection open for good (its event stream). Through Home
 Assistant's shared session each would hold asyncio's 256 KiB read buffer: with hundreds

@@ -3,10 +3,9 @@ Last-Event-ID replay without duplicates, and what a reboot does to the ring."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncio
 import time
+from typing import Any
 
 import aiohttp
 import pytest

@@ -434,12 +434,13 @@ async def test_a_stream_that_cannot_open_is_told_down_once(
         (60.0, [0.01, 0.02, 0.04, 0.04, 0.04, 0.04]),
     ],
 )
+@pytest.mark.usefixtures("fast_reconnect")
 async def test_backoff_doubles_to_its_bound_and_resets(
     stub: StubDevice,
     session: aiohttp.ClientSession,
-    fast_reconnect: None,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    *,
     settled_s: float,
     expected: list[float],
 ) -> None:

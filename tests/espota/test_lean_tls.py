@@ -1,4 +1,4 @@
-"""LeanTlsConnector: aiohttp's TLS connections with a 16 KiB read buffer, over real sockets
+"""LeanTlsConnector: aiohttp's TLS connections with a 4 KiB read buffer, over real sockets
 to a simulated device on 127.0.0.1."""
 
 from __future__ import annotations
@@ -87,11 +87,12 @@ async def traced_bytes_per_stream(connector: aiohttp.TCPConnector, served: Serve
 
 async def test_a_stream_holds_a_small_read_buffer_not_asyncios(served: Served) -> None:
     """asyncio's TLS protocol holds 256 KiB per connection; through LeanTlsConnector the
-    client end holds its 16 KiB buffer and little else."""
+    client end holds its 4 KiB buffer and little else."""
     lean = await traced_bytes_per_stream(LeanTlsConnector(limit=0), served)
     default = await traced_bytes_per_stream(aiohttp.TCPConnector(limit=0), served)
     # Each includes the device's own end (asyncio's 256 KiB buffer and its stream).
-    assert default - lean >= 256 * 1024 - 4 * TLS_READ_BUFFER_BYTES, (default, lean)
+    # (Other allocations vary by tens of KiB from run to run: three quarters of the buffer.)
+    assert default - lean >= 0.75 * (256 * 1024 - TLS_READ_BUFFER_BYTES), (default, lean)
 
 
 async def test_requests_and_events_over_the_lean_connector(served: Served) -> None:

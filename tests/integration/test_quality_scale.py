@@ -332,8 +332,7 @@ def test_inject_websession_names_every_socket_the_integration_opens() -> None:
                 shared = [
                     argument
                     for argument in arguments
-                    if isinstance(argument, ast.Call)
-                    and called_name(argument) in INJECTED_SESSIONS
+                    if isinstance(argument, ast.Call) and called_name(argument) in INJECTED_SESSIONS
                 ]
                 assert shared, f"{module.name}: {ast.unparse(node)} without the shared session"
                 made += 1
