@@ -108,6 +108,9 @@ async def run(options: DemoOptions, out: TextIO, stop: asyncio.Event, started_at
             return 130
         info = starting.result()
         report(info.render())
+        # A new user's first look must not be an error: say what Home Assistant reports.
+        for problem in await stack.problems():
+            report(f"demo: Home Assistant reports a problem: {problem}")
         report(
             f"\nStarted in {info.timings['ready']:.1f} s (Home Assistant up with the fleet "
             "added). Ctrl-C stops everything."

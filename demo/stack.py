@@ -11,6 +11,7 @@ takes longest; firmware, feed and fleet are made while it boots.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import shutil
 import socket
@@ -30,7 +31,16 @@ from simulator.pace import Pace
 from .errors import DemoError
 from .feed_server import FeedServer
 from .firmware import PublishedFirmware, build_and_publish
-from .hass import HassApi, HassProcess, Owner, missing_packages, prepare_config_dir
+from .hass import (
+    HassApi,
+    HassProcess,
+    Owner,
+    log_problems,
+    missing_packages,
+    missing_programs,
+    prepare_config_dir,
+    venv_python,
+)
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 # Inside the config folder, beside Home Assistant's own files: what the demo itself keeps.
@@ -57,6 +67,14 @@ class DemoOptions:
     reboot_timeout_s: int = 180
     fresh: bool = False
     start_timeout_s: float = 300.0
+    # `hass` of another venv (script/smoke-ha-release: another release); None: this venv's.
+    hass_executable: Path | None = None
+    # Config flows run this many at a time (a benchmark adding hundreds of devices); the
+    # demo adds them one after the other, as a person would.
+    add_concurrency: int = 1
+    offer_timeout_s: float = 60.0  # until every added device's update entity offers
+    # The checkout whose integration Home Assistant loads (a benchmark compares two).
+    integration_repo: Path = REPO_ROOT
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +142,11 @@ class DemoStack:
         self.demo_dir = self.config_dir / DEMO_SUBDIR
         self._report = report
         self._t0 = started_at if started_at is not None else time.monotonic()
-        self.hass = HassProcess(self.config_dir, self.demo_dir / "hass-console.log")
+        self.hass = HassProcess(
+            self.config_dir,
+            self.demo_dir / "hass-console.log",
+            executable=options.hass_executable,
+        )
         self.feed_server: FeedServer | None = None
         self.fleet: Fleet | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -164,6 +186,9 @@ class DemoStack:
         """The folder, configuration.yaml and the owner. Blocking."""
         # Otherwise whatever holds the port would answer in Home Assistant's place.
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As Home Assistant binds: connections of its last run, closing (TIME_WAIT),
+            # do not hold the port; a listener does.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", self.options.port))
             except OSError as err:
@@ -174,18 +199,24 @@ class DemoStack:
         if self.options.fresh and self.config_dir.exists():
             shutil.rmtree(self.config_dir)
         self.demo_dir.mkdir(parents=True, exist_ok=True)
-        prepare_config_dir(self.config_dir, self.options.port, REPO_ROOT)
+        prepare_config_dir(self.config_dir, self.options.port, self.options.integration_repo)
         return Owner.load_or_create(self.demo_dir / "owner.json")
 
     async def _start(self) -> DemoInfo:
         options = self.options
         owner = await asyncio.to_thread(self._prepare)
-        if missing := await asyncio.to_thread(missing_packages):
+        python = venv_python(options.hass_executable)
+        if missing := await asyncio.to_thread(missing_packages, python):
             # Home Assistant would otherwise serve a frontend stuck at "Loading..."
             self.hass.skip_pip = False
             self._report(
                 "demo: not in the venv, so Home Assistant installs them on start (slow; "
                 f"needs PyPI): {' '.join(missing)}"
+            )
+        if programs := await asyncio.to_thread(missing_programs):
+            self._report(
+                "demo: Home Assistant will log errors for what this machine lacks "
+                f"(apt-get install {' '.join(programs)})"
             )
         await self.hass.start()
         self._mark("hass_started", f"Home Assistant starting (output: {self.hass.console_log})")
@@ -197,8 +228,7 @@ class DemoStack:
             chip=options.chip,
             image_size=options.image_size,
         )
-        self.feed_server = FeedServer(firmware.feed_dir, options.feed_port)
-        await self.feed_server.start()
+        self.feed_server = await self._start_feed_server(firmware.feed_dir)
         feed_url = self.feed_server.base_url + firmware.feed_path.name
         self._mark("feed", f"signed feed at {feed_url}")
 
@@ -230,6 +260,27 @@ class DemoStack:
         )
         self._mark("ready", f"Home Assistant up with {len(devices)} devices added")
         return self.info
+
+    async def _start_feed_server(self, feed_dir: Path) -> FeedServer:
+        """The feed server on --feed-port; else on the port of the last start in this
+        folder when it is free (Home Assistant's entries keep that feed URL: a new port
+        would fail their first feed fetches, logged as errors, until the demo sets the new
+        URL), else on any free port. The port is saved for the next start."""
+        saved = self.demo_dir / "feed-port"
+        port = self.options.feed_port
+        if port == 0:
+            with contextlib.suppress(OSError, ValueError):
+                port = int(await asyncio.to_thread(saved.read_text))
+        server = FeedServer(feed_dir, port)
+        try:
+            await server.start()
+        except OSError:
+            if self.options.feed_port != 0:
+                raise
+            server = FeedServer(feed_dir, 0)
+            await server.start()
+        await asyncio.to_thread(saved.write_text, f"{server.port}\n")
+        return server
 
     def _fleet_options(self, firmware: PublishedFirmware) -> FleetOptions:
         options = self.options
@@ -280,24 +331,28 @@ class DemoStack:
         feed_url: str,
     ) -> list[DemoDevice]:
         """Each device through the config flow, then its options; then wait for the offers."""
-        entries: list[tuple[FleetDevice, str, str]] = []
-        for member in members:
+        slots = asyncio.Semaphore(self.options.add_concurrency)
+
+        async def add(member: FleetDevice) -> tuple[FleetDevice, str, str]:
             title = entry_title(self.options.project, member.mac)
-            entry_id = await api.add_device(member.host, member.port, member.secret, title)
-            await api.set_options(
-                entry_id,
-                {
-                    "feed_url": feed_url,
-                    "feed_public_key": firmware.public_key,
-                    "channel": self.channel_of(member.index).value,
-                    "reboot_timeout": self.options.reboot_timeout_s,
-                },
-            )
-            entries.append((member, title, entry_id))
+            async with slots:
+                entry_id = await api.add_device(member.host, member.port, member.secret, title)
+                await api.set_options(
+                    entry_id,
+                    {
+                        "feed_url": feed_url,
+                        "feed_public_key": firmware.public_key,
+                        "channel": self.channel_of(member.index).value,
+                        "reboot_timeout": self.options.reboot_timeout_s,
+                    },
+                )
+            return member, title, entry_id
+
+        entries = list(await asyncio.gather(*(add(member) for member in members)))
         self._mark("devices_added", f"{len(entries)} devices added through the config flow")
 
         # Until every device's update entity exists and knows what the feed offers it.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + self.options.offer_timeout_s
         while True:
             by_name = {
                 state["attributes"].get("friendly_name"): state
@@ -313,7 +368,8 @@ class DemoStack:
             if time.monotonic() > deadline:
                 missing = [t for (_, t, _), s in zip(entries, found, strict=True) if s is None]
                 raise DemoError(
-                    f"no update offered within 60 s (entities missing: {missing or 'none'})"
+                    f"no update offered within {self.options.offer_timeout_s:.0f} s "
+                    f"(entities missing: {missing or 'none'})"
                 )
             await asyncio.sleep(0.5)
         return [
@@ -328,6 +384,31 @@ class DemoStack:
             for (member, title, entry_id), state in zip(entries, found, strict=True)
             if state is not None
         ]
+
+    async def problems(self) -> list[str]:
+        """What a person would see as wrong right after the start: Home Assistant's
+        persistent notifications, and the lines of its log at WARNING or above that
+        hass.ALLOWED_LOG_LINES does not explain. Empty: a clean start."""
+        api = self.api()
+        found = [
+            f"notification: {note.get('title') or ''}: {note.get('message')}"
+            for note in await api.persistent_notifications()
+        ]
+        log = await asyncio.to_thread(self.home_assistant_log.read_text, errors="replace")
+        return found + [f"log: {line}" for line in log_problems(log)]
+
+    def api(self) -> HassApi:
+        """Home Assistant's API, logged in as the owner, while the demo runs."""
+        if self._session is None or self.info is None:
+            raise DemoError("the demo is not running")
+        api = HassApi(self._session, self.url)
+        api.token = self.info.token
+        return api
+
+    @property
+    def home_assistant_log(self) -> Path:
+        """Home Assistant's own log file."""
+        return self.config_dir / "home-assistant.log"
 
     async def wait_hass_exit(self) -> None:
         """Returns when Home Assistant's process ends (it should not, until stop)."""

@@ -81,3 +81,11 @@ def test_hass_command() -> None:
     """`hass -c DIR`, with --skip-pip only when nothing is missing."""
     assert hass_command(Path("/x"), skip_pip=True)[-3:] == ["-c", "/x", "--skip-pip"]
     assert hass_command(Path("/x"), skip_pip=False)[-2:] == ["-c", "/x"]
+    # Another venv's Home Assistant (script/smoke-ha-release) runs its own `hass`.
+    other = Path("/v/bin/hass")
+    assert hass_command(Path("/x"), skip_pip=True, hass=other) == [
+        "/v/bin/hass",
+        "-c",
+        "/x",
+        "--skip-pip",
+    ]
