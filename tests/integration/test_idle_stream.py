@@ -7,6 +7,7 @@ connections through a proxy the tests break."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -23,12 +24,16 @@ from pytest_homeassistant_custom_component.common import (
 from custom_components.esp_ota.const import DOMAIN, FALLBACK_POLL_MAX, FALLBACK_POLL_MIN
 from custom_components.esp_ota.coordinator import EspOtaDeviceCoordinator
 from custom_components.esp_ota.espota import device_client
+from custom_components.esp_ota.espota.image_builder import build_app_image
 from custom_components.esp_ota.espota.protocol import DeviceInfo
+from simulator.model import OtaRequest
+from tests.simulator.firmware_server import start_firmware_server
 
-from .conftest import SimDevice, StartDevice, make_entry, setup_entry, wait_for
+from .conftest import CHIP, PROJECT, SimDevice, StartDevice, make_entry, setup_entry, wait_for
 from .link_proxy import LinkProxy
 
 FIRMWARE = "update.garden_34_56_firmware"
+OTA_STATE = "sensor.garden_34_56_update_state"
 RESET_REASON = "sensor.garden_34_56_reset_reason"
 # The devices' heartbeat here, and the client's read timeout: two of them.
 HEARTBEAT_S = 0.2
@@ -147,6 +152,37 @@ async def test_a_silent_stream_makes_the_device_unavailable_within_two_heartbeat
         FALLBACK_POLL_MAX,
         FALLBACK_POLL_MAX,
     ]
+
+
+async def test_a_change_while_the_stream_is_up_is_pushed(
+    hass: HomeAssistant, device: SimDevice, link: LinkProxy
+) -> None:
+    """An update someone else starts on the device shows at once: pushed on the stream
+    (nothing is scheduled to poll), not read at some later poll."""
+    coordinator = await loaded_through(hass, device, link)
+    assert coordinator.update_interval is None
+    before = device.server.counters()
+    image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=128 * 1024)
+    device.device.faults.slow_link_bytes_per_s = 64 * 1024  # a download of about 2 s
+    server = await start_firmware_server()
+    try:
+        started_at = time.monotonic()
+        await device.device.start_ota(
+            OtaRequest(
+                url=server.add("/fw.bin", image),
+                sha256=hashlib.sha256(image).hexdigest(),
+                size=len(image),
+                version="1.1.0",
+                cert_pem=server.cert_pem,
+            )
+        )
+        await wait_for(lambda: shown(hass, OTA_STATE) == "downloading")
+        # A generous ceiling for a loaded machine; the push itself takes milliseconds.
+        assert time.monotonic() - started_at < 5.0
+        # Nothing was asked of the device to learn it.
+        assert device.server.counters().requests == before.requests
+    finally:
+        await server.close()
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
