@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from homeassistant.core import Event, HomeAssistant
+from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
@@ -191,6 +192,13 @@ async def test_logbook_describes_the_finished_event(hass: HomeAssistant) -> None
         "message": "failed to update firmware to 1.1.0: not back; still runs 1.0.0",
         "entity_id": "update.garden_34_56_firmware",
     }
+    # Once the entities' translations are loaded (as they are with any entry), the reason
+    # reads as the "Last update error" sensor says it.
+    await async_get_translations(hass, "en", "entity", {DOMAIN})
+    entry = describe(Event(EVENT_UPDATE_FINISHED, finished("failed", "not_back", "ESP_FAIL")))
+    assert entry["message"] == (
+        "failed to update firmware to 1.1.0: device did not come back (ESP_FAIL); still runs 1.0.0"
+    )
 
 
 async def test_the_server_listens_only_while_a_grant_is_live(
