@@ -31,7 +31,9 @@ from custom_components.esp_ota.const import (
 from custom_components.esp_ota.espota.image_builder import build_app_image
 from simulator.api import DeviceApiServer
 from simulator.device import DeviceConfig, SimulatedDevice
+from simulator.model import OtaRequest
 from simulator.tls import DeviceCertificate, make_device_certificate
+from tests.simulator.firmware_server import FirmwareServer
 
 SECRET = "garden-secret"
 PROJECT = "garden"
@@ -308,3 +310,19 @@ async def release_server(socket_enabled: None) -> AsyncIterator[ReleaseServer]:
     async with serving(web.get("/feed.json", server.feed), web.get("/{name}", server.file)) as port:
         server.url = f"http://127.0.0.1:{port}/feed.json"
         yield server
+
+
+async def start_device_update(
+    sim: SimDevice, server: FirmwareServer, image: bytes, version: str = "1.1.0"
+) -> None:
+    """Tell the device to pull `image` itself, without Home Assistant (an update someone
+    else started; its request carries the image's own SHA-256)."""
+    await sim.device.start_ota(
+        OtaRequest(
+            url=server.add(f"/{version}.bin", image),
+            sha256=hashlib.sha256(image).hexdigest(),
+            size=len(image),
+            version=version,
+            cert_pem=server.cert_pem,
+        )
+    )

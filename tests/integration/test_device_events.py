@@ -7,7 +7,6 @@ these tests see what the device reports, not what an install in Home Assistant i
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -26,7 +25,6 @@ from custom_components.esp_ota.espota.image_builder import (
 )
 from custom_components.esp_ota.espota.job_record import UpdateStep
 from custom_components.esp_ota.espota.protocol import EventType
-from simulator.model import OtaRequest
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
 
 from .conftest import (
@@ -35,6 +33,7 @@ from .conftest import (
     SimDevice,
     make_entry,
     setup_entry,
+    start_device_update,
     wait_for,
     wait_for_event_stream,
 )
@@ -77,21 +76,6 @@ def record_phases(coordinator: EspOtaDeviceCoordinator) -> Seen:
     return seen
 
 
-async def start_update(
-    sim: SimDevice, server: FirmwareServer, image: bytes, version: str = "1.1.0"
-) -> None:
-    """Tell the device to pull `image` (its request carries the image's own SHA-256)."""
-    await sim.device.start_ota(
-        OtaRequest(
-            url=server.add(f"/{version}.bin", image),
-            sha256=hashlib.sha256(image).hexdigest(),
-            size=len(image),
-            version=version,
-            cert_pem=server.cert_pem,
-        )
-    )
-
-
 def state(hass: HomeAssistant, entity_id: str) -> str:
     """An entity's state (it must exist)."""
     current = hass.states.get(entity_id)
@@ -108,7 +92,7 @@ async def test_rollback_after_a_crashing_image_is_reported(
     seen = record_phases(coordinator)
     sim_device.device.faults.crash_on_next_boot = True
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=64 * 1024)
-    await start_update(sim_device, firmware_server, image)
+    await start_device_update(sim_device, firmware_server, image)
     await wait_for(lambda: (EventType.REBOOT, UpdateStep.REBOOTING) in seen)
     assert (EventType.UPDATE_BOOT_PARTITION, UpdateStep.VERIFYING) in seen
     await sim_device.device.wait_idle(10)
@@ -134,7 +118,7 @@ async def test_an_image_the_device_rejects_at_the_end_fails(
     image = build_broken_image(
         Defect.BAD_SHA256, project=PROJECT, version="1.1.0", chip=CHIP, size=64 * 1024
     )
-    await start_update(sim_device, firmware_server, image)
+    await start_device_update(sim_device, firmware_server, image)
     await wait_for(lambda: any(event is EventType.FINISH for event, _ in seen))
     assert (EventType.FINISH, UpdateStep.FAILED) in seen
     assert coordinator.data.last_event is not None
@@ -168,7 +152,7 @@ async def test_a_download_that_breaks_aborts_with_the_device_error(
     seen = record_phases(coordinator)
     sim_device.device.faults.corrupt_at_byte = 1000
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=64 * 1024)
-    await start_update(sim_device, firmware_server, image)
+    await start_device_update(sim_device, firmware_server, image)
     await wait_for(lambda: any(event is EventType.ABORT for event, _ in seen))
     assert (EventType.ABORT, UpdateStep.FAILED) in seen
     assert coordinator.data.live.error == "ESP_ERR_OTA_VALIDATE_FAILED"
@@ -189,7 +173,7 @@ async def test_a_poll_during_the_download_keeps_the_pushed_progress(
     seen = record_phases(coordinator)
     sim_device.device.faults.slow_link_bytes_per_s = 64 * 1024
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=192 * 1024)
-    await start_update(sim_device, firmware_server, image)
+    await start_device_update(sim_device, firmware_server, image)
     await wait_for(lambda: coordinator.data.live.bytes_written > 0)
     live = coordinator.data.live
     assert live.step is UpdateStep.DOWNLOADING

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,7 +30,6 @@ from custom_components.esp_ota.espota.job_record import (
     new_record,
 )
 from custom_components.esp_ota.sensor import LAST_ERRORS
-from simulator.model import OtaRequest
 from tests.simulator.firmware_server import FirmwareServer, start_firmware_server
 
 from .conftest import (
@@ -41,6 +39,7 @@ from .conftest import (
     SimDevice,
     make_entry,
     setup_entry,
+    start_device_update,
     wait_for_event_stream,
 )
 
@@ -158,15 +157,7 @@ async def test_progress_is_pushed_and_the_new_firmware_shows(
     await setup_entry(hass, make_entry(sim_device))
     sim_device.device.faults.slow_link_bytes_per_s = 256 * 1024
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=192 * 1024)
-    await sim_device.device.start_ota(
-        OtaRequest(
-            url=firmware_server.add("/fw.bin", image),
-            sha256=hashlib.sha256(image).hexdigest(),
-            size=len(image),
-            version="1.1.0",
-            cert_pem=firmware_server.cert_pem,
-        )
-    )
+    await start_device_update(sim_device, firmware_server, image)
     seen_states: set[str] = set()
     progress: list[str] = []
     async with asyncio.timeout(20):
@@ -369,15 +360,7 @@ async def test_last_error_of_an_update_the_device_ran_itself(
     await setup_entry(hass, make_entry(sim_device))
     sim_device.device.faults.corrupt_at_byte = 50_000
     image = build_app_image(project=PROJECT, version="1.1.0", chip=CHIP, size=96 * 1024)
-    await sim_device.device.start_ota(
-        OtaRequest(
-            url=firmware_server.add("/fw.bin", image),
-            sha256=hashlib.sha256(image).hexdigest(),
-            size=len(image),
-            version="1.1.0",
-            cert_pem=firmware_server.cert_pem,
-        )
-    )
+    await start_device_update(sim_device, firmware_server, image)
     async with asyncio.timeout(20):
         while (state := hass.states.get(LAST_RESULT)) is None or state.state != "failed":
             await asyncio.sleep(0.05)

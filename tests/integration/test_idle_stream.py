@@ -7,7 +7,6 @@ connections through a proxy the tests break."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -26,10 +25,18 @@ from custom_components.esp_ota.coordinator import EspOtaDeviceCoordinator
 from custom_components.esp_ota.espota import device_client
 from custom_components.esp_ota.espota.image_builder import build_app_image
 from custom_components.esp_ota.espota.protocol import DeviceInfo
-from simulator.model import OtaRequest
 from tests.simulator.firmware_server import start_firmware_server
 
-from .conftest import CHIP, PROJECT, SimDevice, StartDevice, make_entry, setup_entry, wait_for
+from .conftest import (
+    CHIP,
+    PROJECT,
+    SimDevice,
+    StartDevice,
+    make_entry,
+    setup_entry,
+    start_device_update,
+    wait_for,
+)
 from .link_proxy import LinkProxy
 
 FIRMWARE = "update.garden_34_56_firmware"
@@ -167,15 +174,7 @@ async def test_a_change_while_the_stream_is_up_is_pushed(
     server = await start_firmware_server()
     try:
         started_at = time.monotonic()
-        await device.device.start_ota(
-            OtaRequest(
-                url=server.add("/fw.bin", image),
-                sha256=hashlib.sha256(image).hexdigest(),
-                size=len(image),
-                version="1.1.0",
-                cert_pem=server.cert_pem,
-            )
-        )
+        await start_device_update(device, server, image)
         await wait_for(lambda: shown(hass, OTA_STATE) == "downloading")
         # A generous ceiling for a loaded machine; the push itself takes milliseconds.
         assert time.monotonic() - started_at < 5.0
