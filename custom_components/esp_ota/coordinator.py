@@ -307,6 +307,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
         if up:
             gap, self._stream_went_down = self._stream_went_down, False
             self.update_interval = None
+            self._async_unsub_refresh()  # a fallback poll still scheduled is not needed
             self._fallback_poll = FALLBACK_POLL_MIN
             if gap and not self.data.installing:
                 # Not debounced: the read that ended the gap may be seconds old. The

@@ -201,7 +201,9 @@ async def test_a_change_made_while_the_stream_was_down_is_read_when_it_returns(
     await wait_for(lambda: shown(hass, RESET_REASON) == "esp_rst_sw")
     assert shown(hass, FIRMWARE) != STATE_UNAVAILABLE
     assert coordinator.stream_up
-    assert coordinator.update_interval is None  # polling stopped with the stream's return
+    # Polling stopped with the stream's return, including the poll already scheduled.
+    assert coordinator.update_interval is None
+    assert coordinator._unsub_refresh is None
 
 
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
