@@ -193,6 +193,11 @@ class Measurement:
     devices_requested: int  # devices that served any request in the window
     add_s: float  # from the demo's start to every device added and offered
     startup: StartupFigures | None = None
+    # Settled again after a restart on the same folder (no config flow since): the memory
+    # a Home Assistant that has run for a while holds, without what adding the devices
+    # left in the allocator.
+    restarted_rss_kib: int | None = None
+    restarted_anon_kib: int | None = None
 
     def per_device_hour(self, value: int) -> float:
         """A fleet total over the window, per device per hour."""
@@ -285,9 +290,14 @@ async def measure_size(count: int, args: argparse.Namespace) -> Measurement:
             add_s=add_s,
         )
         say(f"fleet of {count}: {describe(measurement)}")
-        if count in args.startup_sizes:
-            measurement.startup = await measure_startup(stack, info.feed_url, count)
-            say(f"fleet of {count}: {describe_startup(measurement.startup)}")
+        if count in args.startup_sizes or args.restarted_rss:
+            startup = await measure_startup(stack, info.feed_url, count)
+            if count in args.startup_sizes:
+                measurement.startup = startup
+                say(f"fleet of {count}: {describe_startup(startup)}")
+        if args.restarted_rss:
+            await ticking("settling after the restart", asyncio.sleep(args.settle), status)
+            measure_restarted(measurement, stack)
     except BaseException:
         say(f"Home Assistant's output ends with:\n{await stack.hass.log_tail()}")
         raise
@@ -297,6 +307,19 @@ async def measure_size(count: int, args: argparse.Namespace) -> Measurement:
         if not args.keep:
             await asyncio.to_thread(shutil.rmtree, config_dir, True)
     return measurement
+
+
+def measure_restarted(measurement: Measurement, stack: DemoStack) -> None:
+    """Home Assistant's memory, settled after a restart."""
+    pid = stack.hass.pid
+    assert pid is not None
+    measurement.restarted_rss_kib = status_kib(pid, "VmRSS")
+    measurement.restarted_anon_kib = anonymous_kib(pid)
+    say(
+        f"fleet of {measurement.count}: after a restart, RSS "
+        f"{measurement.restarted_rss_kib / 1024:.1f} MiB "
+        f"(anon {measurement.restarted_anon_kib / 1024:.1f} MiB)"
+    )
 
 
 async def measure_startup(stack: DemoStack, feed_url: str, count: int) -> StartupFigures:
@@ -380,6 +403,15 @@ def rss_growth_kib(m: Measurement, base: Measurement | None) -> float | None:
     return (m.rss_kib - base.rss_kib) / (m.count - base.count)
 
 
+def restarted_growth_kib(m: Measurement, base: Measurement | None) -> float | None:
+    """RSS growth per device after a restart, against the smallest fleet measured."""
+    if base is None or m.count == base.count:
+        return None
+    if m.restarted_rss_kib is None or base.restarted_rss_kib is None:
+        return None
+    return (m.restarted_rss_kib - base.restarted_rss_kib) / (m.count - base.count)
+
+
 def report(results: list[Measurement]) -> None:
     """The issue's table and its targets, line by line."""
     base = min(results, key=lambda m: m.count) if results else None
@@ -402,6 +434,14 @@ def report(results: list[Measurement]) -> None:
             f"{m.per_device_hour(m.window.tls_handshakes):.1f} | "
             f"{m.window.open_streams}/{m.count} |"
         )
+    for m in results:
+        if m.restarted_rss_kib is not None and m.restarted_anon_kib is not None:
+            growth = restarted_growth_kib(m, base)
+            print(
+                f"After a restart, {m.count} devices: RSS {m.restarted_rss_kib / 1024:.1f} MiB "
+                f"(anon {m.restarted_anon_kib / 1024:.1f} MiB)"
+                + (f", {growth:.0f} KiB per device" if growth is not None else "")
+            )
     print(
         "Per hour: the window's counts extrapolated. Entries added within a minute poll in "
         "step, so a poll period near the window skews them: a longer --window evens it out."
@@ -413,6 +453,15 @@ def report(results: list[Measurement]) -> None:
         if growth is not None and base is not None and base.count == 1:
             verdict(
                 "RSS growth per device",
+                f"1 -> {m.count}",
+                f"{growth:.0f} KiB",
+                growth <= MAX_RSS_PER_DEVICE_KIB,
+                f"<= {MAX_RSS_PER_DEVICE_KIB} KiB",
+            )
+        growth = restarted_growth_kib(m, base)
+        if growth is not None and base is not None and base.count == 1:
+            verdict(
+                "RSS growth per device after a restart",
                 f"1 -> {m.count}",
                 f"{growth:.0f} KiB",
                 growth <= MAX_RSS_PER_DEVICE_KIB,
@@ -502,6 +551,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="config flows at a time while adding devices (default 8)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the config folders")
+    parser.add_argument(
+        "--no-restarted-rss",
+        dest="restarted_rss",
+        action="store_false",
+        help="skip the memory measured again after a restart on the same folder",
+    )
     parser.add_argument(
         "--ha-tree",
         type=Path,
