@@ -37,8 +37,12 @@ class DeviceCertificate:
         return certificate_fingerprint(self.cert_pem.decode())
 
     def server_context(self) -> ssl.SSLContext:
-        """An SSL context serving this certificate (TLS 1.2+, as mbedTLS offers)."""
-        return server_ssl_context(self.cert_pem.decode(), self.key_pem.decode())
+        """An SSL context serving this certificate over TLS 1.2, as ESP-IDF's mbedTLS
+        does by default (CONFIG_MBEDTLS_SSL_PROTO_TLS1_3 is off): what a client of a real
+        fleet negotiates and keeps in memory for each device's stream."""
+        context = server_ssl_context(self.cert_pem.decode(), self.key_pem.decode())
+        context.maximum_version = ssl.TLSVersion.TLSv1_2
+        return context
 
 
 def make_device_certificate(mac: str, hostname: str) -> DeviceCertificate:
