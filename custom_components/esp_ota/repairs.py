@@ -29,13 +29,12 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import format_mac
 
 from .const import CONF_CERT_FINGERPRINT, DOMAIN
+from .coordinator import CERTIFICATE_ISSUE
 from .espota.errors import CertificateMismatchError, DeviceError, DeviceUnauthorizedError
 from .espota.protocol import DeviceInfo, ImageState
 from .helpers import client_from_data
 from .installer import NOT_BACK_ISSUE, ROLLED_BACK_ISSUE
 from .runtime import EspOtaConfigEntry
-
-CERTIFICATE_ISSUE = "certificate_mismatch"
 
 
 async def async_create_fix_flow(
