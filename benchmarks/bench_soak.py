@@ -77,6 +77,7 @@ from benchmarks.bench_firmware_server import rss_kib
 from benchmarks.bench_ha_startup import entry_for, update_entity_ids, wait_until
 from benchmarks.bench_install import CHIP, PROJECT, FeedServer
 from benchmarks.ha_harness import offering, on_loopback, running_home_assistant, wait_offered
+from benchmarks.procfs import TCP_STATES
 from custom_components.esp_ota import installer
 from custom_components.esp_ota.const import CONF_MAX_PARALLEL_INSTALLS, CONF_REBOOT_TIMEOUT
 from custom_components.esp_ota.espota.image_builder import build_app_image
@@ -209,20 +210,6 @@ class SoakFleet:
 
 # --- Home Assistant's open files ---------------------------------------------------------
 
-_TCP_STATES = {
-    "01": "established",
-    "02": "syn_sent",
-    "03": "syn_recv",
-    "04": "fin_wait1",
-    "05": "fin_wait2",
-    "06": "time_wait",
-    "07": "close",
-    "08": "close_wait",
-    "09": "last_ack",
-    "0A": "listen",
-    "0B": "closing",
-}
-
 
 def _tcp_sockets() -> dict[str, tuple[str, int, int]]:
     """Socket inode -> (state, local port, remote port), from /proc/self/net/tcp{,6}."""
@@ -234,7 +221,7 @@ def _tcp_sockets() -> dict[str, tuple[str, int, int]]:
                 fields = line.split()
                 local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
                 out[inode] = (
-                    _TCP_STATES.get(state, state),
+                    TCP_STATES.get(state, state),
                     int(local.rsplit(":", 1)[1], 16),
                     int(remote.rsplit(":", 1)[1], 16),
                 )

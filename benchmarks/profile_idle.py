@@ -77,6 +77,8 @@ PYMALLOC_LIMIT = 512  # bytes: larger blocks come from malloc (Objects/obmalloc.
 SITE_PACKAGES = ("aiohttp", "asyncio", "ssl", "homeassistant", "custom_components")
 # What "caused" it: the innermost frame of ours, else of Home Assistant.
 CAUSE_PACKAGES = ("custom_components", "homeassistant")
+# (The same table as benchmarks/procfs.py: this script imports nothing of the project at
+# the top, since it also runs as a file with another tree on its path, e.g. a pristine one.)
 TCP_STATES = {
     "01": "established",
     "02": "syn_sent",
