@@ -87,7 +87,7 @@ def _last_error_attributes(state: DeviceState) -> dict[str, str]:
 
 
 def _booted_at(state: DeviceState) -> datetime:
-    # Rounded to the minute so polling does not rewrite the state every time.
+    # Rounded to the minute so each read of the device does not rewrite the state.
     booted = dt_util.utcnow() - timedelta(seconds=state.info.uptime_s)
     return booted.replace(second=0, microsecond=0)
 
