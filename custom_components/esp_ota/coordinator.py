@@ -209,7 +209,7 @@ class EspOtaDeviceCoordinator(DataUpdateCoordinator[DeviceState]):
                 is_fixable=True,
                 severity=ir.IssueSeverity.ERROR,
                 data={"entry_id": self.config_entry.entry_id},
-                translation_key=CERTIFICATE_ISSUE,
+                translation_key="certificate_mismatch",  # literal: checked against strings
                 translation_placeholders={
                     "name": self.config_entry.title,
                     "host": self.client.host,
