@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 import aiohttp
 
+from benchmarks.procfs import tcp_sockets
 from demo.hass import HassApi
 from demo.stack import REPO_ROOT, DemoOptions, DemoStack, entry_title
 from simulator.api_counters import ApiCounters
@@ -88,39 +89,6 @@ def cpu_ticks(pid: int) -> int:
     """utime + stime of the whole process (every thread), in clock ticks."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
-
-
-@dataclass(frozen=True, slots=True)
-class TcpSocket:
-    """One row of /proc/net/tcp{,6}."""
-
-    local_port: int
-    remote_ip: str
-    remote_port: int
-    state: str
-
-
-def _ip(hex_address: str) -> str:
-    """/proc/net/tcp's address (host byte order words) as text; IPv4-mapped IPv6 as IPv4."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    if len(words) == 16 and words[:12] == b"\0" * 10 + b"\xff\xff":
-        words = words[12:]
-    family = socket.AF_INET if len(words) == 4 else socket.AF_INET6
-    return socket.inet_ntop(family, words)
-
-
-def tcp_sockets(pid: int) -> dict[str, TcpSocket]:
-    """Every TCP socket of the process's network namespace, by inode."""
-    found: dict[str, TcpSocket] = {}
-    for table in ("tcp", "tcp6"):
-        lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-        for line in lines:
-            parts = line.split()
-            local_port = int(parts[1].split(":")[1], 16)
-            address, port = parts[2].split(":")
-            found[parts[9]] = TcpSocket(local_port, _ip(address), int(port, 16), parts[3])
-    return found
 
 
 @dataclass(frozen=True, slots=True)

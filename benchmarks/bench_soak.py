@@ -77,7 +77,7 @@ from benchmarks.bench_firmware_server import rss_kib
 from benchmarks.bench_ha_startup import entry_for, update_entity_ids, wait_until
 from benchmarks.bench_install import CHIP, PROJECT, FeedServer
 from benchmarks.ha_harness import offering, on_loopback, running_home_assistant, wait_offered
-from benchmarks.procfs import TCP_STATES
+from benchmarks.procfs import tcp_sockets
 from custom_components.esp_ota import installer
 from custom_components.esp_ota.const import CONF_MAX_PARALLEL_INSTALLS, CONF_REBOOT_TIMEOUT
 from custom_components.esp_ota.espota.image_builder import build_app_image
@@ -211,23 +211,6 @@ class SoakFleet:
 # --- Home Assistant's open files ---------------------------------------------------------
 
 
-def _tcp_sockets() -> dict[str, tuple[str, int, int]]:
-    """Socket inode -> (state, local port, remote port), from /proc/self/net/tcp{,6}."""
-    out: dict[str, tuple[str, int, int]] = {}
-    for name in ("tcp", "tcp6"):
-        with contextlib.suppress(FileNotFoundError):
-            lines = Path(f"/proc/self/net/{name}").read_text().splitlines()[1:]
-            for line in lines:
-                fields = line.split()
-                local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-                out[inode] = (
-                    TCP_STATES.get(state, state),
-                    int(local.rsplit(":", 1)[1], 16),
-                    int(remote.rsplit(":", 1)[1], 16),
-                )
-    return out
-
-
 @dataclass(frozen=True)
 class OpenFiles:
     """This process's file descriptors by kind (/proc/self/fd)."""
@@ -260,7 +243,7 @@ def open_files(hass: HomeAssistant, device_ports: set[int], feed_port: int) -> O
     if server is not None:
         with contextlib.suppress(RuntimeError):  # not listening (stopped while idle)
             server_port = server.port
-    tcp = _tcp_sockets()
+    tcp = tcp_sockets()
     kinds: Counter[str] = Counter()
     for fd in Path("/proc/self/fd").iterdir():
         try:
@@ -274,16 +257,16 @@ def open_files(hass: HomeAssistant, device_ports: set[int], feed_port: int) -> O
         if inode not in tcp:
             kinds["socket other (unix, udp, netlink)"] += 1
             continue
-        state, local, remote = tcp[inode]
-        if local == server_port:
+        row = tcp[inode]
+        if row.local_port == server_port:
             peer = "firmware server"
-        elif remote in device_ports:
+        elif row.remote_port in device_ports:
             peer = "to devices"
-        elif feed_port in (local, remote):
+        elif feed_port in (row.local_port, row.remote_port):
             peer = "feed"
         else:
             peer = "other"
-        kinds[f"socket tcp {peer} {state}"] += 1
+        kinds[f"socket tcp {peer} {row.state_name}"] += 1
     return OpenFiles(kinds)
 
 
