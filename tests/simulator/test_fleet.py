@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import socket
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -203,10 +204,28 @@ async def test_mdns_advertising(socket_enabled: None, monkeypatch: pytest.Monkey
     assert RecordingZeroconf.closed
 
 
+async def taken_port_after_a_free_one() -> tuple[asyncio.Server, int]:
+    """A listener on a port whose predecessor is free: device 0 of a fleet based there
+    starts, device 1 meets the taken port (any free port's predecessor may be another
+    process's, which made device 0 fail first now and then)."""
+    for _ in range(50):
+        taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port: int = taken.sockets[0].getsockname()[1]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port - 1))
+            except OSError:
+                pass
+            else:
+                return taken, port
+        taken.close()
+        await taken.wait_closed()
+    raise AssertionError("no free port next to a free port in 50 tries")
+
+
 async def test_a_failed_start_stops_what_it_started(socket_enabled: None) -> None:
     """A port already taken: start() fails, and the devices started before it are closed."""
-    taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    taken_port = taken.sockets[0].getsockname()[1]
+    taken, taken_port = await taken_port_after_a_free_one()
     fleet = Fleet(FleetOptions(count=2, base_port=taken_port - 1))
     try:
         with pytest.raises(OSError, match="address already in use"):
